@@ -1,0 +1,10 @@
+"""diamond-lite: DIAMOND (Alonso et al., NeurIPS 2024), built piece by piece in a notebook course.
+
+The modules follow the notebooks' order: ``atari`` and ``data`` (notebook 00), ``edm`` and ``sampler``
+(notebook 01), and so on. ``profile()`` tells every notebook which sizes and budgets to use.
+"""
+
+from .profiles import PROFILES, Profile, profile
+
+__all__ = ["PROFILES", "Profile", "profile"]
+__version__ = "0.1.0"
