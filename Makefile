@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Unit tests, then every notebook under nbval in the smoke profile. Lax mode: a cell fails only by
 # raising, since outputs (timings, tqdm on stderr) legitimately differ from the committed ones.

@@ -20,6 +20,9 @@ PROFILES = ("smoke", "course", "paper")
 DEFAULT_PROFILE = "course"
 ENV_VAR = "DIAMOND_PROFILE"
 
+# The game the course notebooks use by default (chosen again by measurement when the full run lands).
+COURSE_GAME = "Breakout"
+
 T = TypeVar("T")
 
 

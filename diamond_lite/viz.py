@@ -58,7 +58,6 @@ def show_frames(
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     plt.show()
-    return fig
 
 
 def animate(frames: Sequence, *, fps: int = 15, scale: float = 3.0, titles: Sequence[str] | None = None):
@@ -140,4 +139,3 @@ class LiveCurves:
         else:
             self._handle.update(fig)
         plt.close(fig)
-        return fig
