@@ -223,7 +223,9 @@ class Denoiser(nn.Module):
         (:func:`quantize_8bit`), as DIAMOND does, with no gradient."""
         return quantize_8bit(self(x_noisy, sigma, **conditioning))
 
-    def apply_noise(self, x0: Tensor, sigma: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
+    def apply_noise(
+        self, x0: Tensor, sigma: Tensor | float, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Corrupt ``x0`` (B, C, H, W) as DIAMOND does for training:
         ``x0 + sigma_offset_noise * eps_offset + sigma * eps``, with ``eps_offset`` of shape (B, C, 1, 1).
 

@@ -38,7 +38,8 @@ def exact_flow(x_start, sigma_max):
 
 
 def start(n, sigma_max, seed=0):
-    return initial_noise((n, 4), sigma_max, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    return initial_noise((n, 4), sigma_max, generator=g, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +85,8 @@ def test_karras_sigmas_rejects_bad_num_steps(bad):
 
 def test_sampler_config_defaults_are_diamonds():
     cfg = SamplerConfig()
-    assert (cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, cfg.order, cfg.s_churn) == (3, 2e-3, 5.0, 7, 1, 0.0)
+    got = (cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, cfg.order, cfg.s_churn)
+    assert got == (3, 2e-3, 5.0, 7, 1, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,327 @@
+"""DIAMOND's world model: an EDM denoiser over the next frame, conditioned on 4 past frames and actions.
+
+(Alonso et al. 2024, Section 3.) To predict frame ``x_{t+1}`` the world model denoises it from noise, with the
+last ``n = 4`` frames and the last 4 actions as conditioning:
+
+* the frames ``x_{t-3..t}`` (scaled by ``1 / sigma_data``) are stacked on the channel axis with the noisy next
+  frame ``c_in · x_noisy``: the U-Net sees 15 input channels (``FrameStackNet``);
+* the noise level ``c_noise`` (Fourier features) plus one learned embedding per past action (each
+  ``cond_channels / 4`` wide, concatenated) go through a small MLP into the conditioning vector that drives
+  every adaptive group norm of the U-Net;
+* the output convolution starts at zero, so a fresh network predicts ``D = c_skip · x_noisy``.
+
+``WorldModel`` wraps it with what training and imagination need: ``train_step`` on a batch of segments
+(AdamW, lr 1e-4, weight decay 1e-2, eps 1e-8, 100 linear warm-up steps, gradient clip 1.0, offset noise 0.3),
+``predict_next`` (3 Euler steps by default) and ``rollout`` (autoregressive, batched), and checkpoints that
+load with ``torch.load(weights_only=True)``.
+
+Sampling starts, like DIAMOND's ``DiffusionSampler``, from plain ``N(0, I)`` noise (not scaled by
+``sigma_max``; see ``diamond_lite.sampler``), and every denoised estimate is snapped to the 8-bit grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .edm import Denoiser, DenoiserConfig, TrainingSigmaConfig
+from .sampler import SamplerConfig, karras_sigmas, sample
+from .unet import FourierFeatures, UNet, UNetConfig, num_groups
+
+CHECKPOINT_FORMAT = "diamond_lite.world_model/1"
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything that defines a world model. The defaults are DIAMOND's Atari configuration."""
+
+    num_actions: int
+    img_channels: int = 3
+    num_steps_conditioning: int = 4
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    # Optimisation (DIAMOND config/agent/default.yaml, denoiser)
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    lr_warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorldModelConfig:
+        d = dict(d)
+        d["unet"] = UNetConfig(**d["unet"])
+        den = dict(d["denoiser"])
+        den["training_sigma"] = TrainingSigmaConfig(**den["training_sigma"])
+        d["denoiser"] = DenoiserConfig(**den)
+        d["sampler"] = SamplerConfig(**d["sampler"])
+        return cls(**d)
+
+
+class FrameStackNet(nn.Module):
+    """The inner network ``F`` of the denoiser: ``F(c_in·x_noisy, c_noise, obs, act)``.
+
+    ``obs`` is ``(B, n, C, H, W)`` in [-1, 1] and ``act`` is ``(B, n)`` (long).
+    """
+
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        n, cond, ch0 = cfg.num_steps_conditioning, cfg.unet.cond_channels, cfg.unet.channels[0]
+        if cond % n:
+            raise ValueError(f"cond_channels ({cond}) must be divisible by num_steps_conditioning ({n})")
+        self.sigma_data = cfg.denoiser.sigma_data
+        self.noise_emb = FourierFeatures(cond)
+        self.act_emb = nn.Embedding(cfg.num_actions, cond // n)
+        self.cond_proj = nn.Sequential(nn.Linear(cond, cond), nn.SiLU(), nn.Linear(cond, cond))
+        self.conv_in = nn.Conv2d((n + 1) * cfg.img_channels, ch0, 3, padding=1)
+        self.unet = UNet(cfg.unet)
+        self.norm_out = nn.GroupNorm(num_groups(ch0), ch0, eps=1e-5)
+        self.conv_out = nn.Conv2d(ch0, cfg.img_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+
+    def conditioning(self, c_noise: Tensor, act: Tensor) -> Tensor:
+        """The vector that drives every AdaGroupNorm: noise level and the 4 actions, through an MLP."""
+        return self.cond_proj(self.noise_emb(c_noise) + self.act_emb(act).flatten(1))
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, *, obs: Tensor, act: Tensor) -> Tensor:
+        cond = self.conditioning(c_noise, act)
+        frames = obs.flatten(1, 2) / self.sigma_data  # (B, n*C, H, W): past frames stacked on channels
+        x = self.conv_in(torch.cat([frames, x_in], dim=1))
+        x = self.unet(x, cond)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear learning-rate warm-up over ``warmup_steps``, then constant (DIAMOND's schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+
+
+def fast_defaults(device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels-last) where they make the paper-size U-Net faster: measured in
+    ``docs/benchmarks.md`` (CPU with native bf16: forward 2.6 s -> 0.94 s at batch 32; GPU: both help)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(), True
+    try:
+        native_bf16 = torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") and _cpu_has_bf16()
+    except Exception:  # an old torch or an unknown CPU: stay in fp32
+        native_bf16 = False
+    return native_bf16, True
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class WorldModel(nn.Module):
+    """DIAMOND's diffusion world model, ready to train and to dream."""
+
+    def __init__(
+        self,
+        cfg: WorldModelConfig,
+        device: str | torch.device = "cpu",
+        *,
+        autocast: bool | None = None,
+        channels_last: bool | None = None,
+        game: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg, self.game = cfg, game
+        self.device = torch.device(device)
+        default_autocast, default_channels_last = fast_defaults(self.device)
+        self.use_autocast = default_autocast if autocast is None else autocast
+        self.channels_last = default_channels_last if channels_last is None else channels_last
+        self.denoiser = Denoiser(FrameStackNet(cfg), cfg.denoiser)
+        self.to(self.device)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps)
+        self.scheduler = warmup_schedule(self.optimizer, cfg.lr_warmup_steps)
+        self.num_updates = 0
+
+    @property
+    def n(self) -> int:
+        return self.cfg.num_steps_conditioning
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _autocast(self):
+        if not self.use_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """Denoising loss on a batch of segments of length ``n + 1`` (``Segment.to_torch``): the first
+        ``n`` frames and actions condition, the last frame is the target; padded targets are masked."""
+        obs, act, mask = batch["obs"].to(self.device), batch["act"].to(self.device), batch["mask"].to(self.device)
+        if obs.shape[1] != self.n + 1:
+            raise ValueError(f"world-model segments have length n + 1 = {self.n + 1}, got {obs.shape[1]}")
+        with self._autocast():
+            return self.denoiser.loss(
+                self._layout(obs[:, self.n]), generator=generator, mask=mask[:, self.n], obs=obs[:, : self.n], act=act[:, : self.n]
+            ).float()
+
+    def train_step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> float:
+        """One AdamW update on ``batch``; returns the loss before the update."""
+        self.train()
+        loss = self.loss(batch, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"world-model loss is {loss.item()} at update {self.num_updates}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.num_updates += 1
+        return loss.detach()
+
+    # -- prediction --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_next(
+        self,
+        obs: Tensor,
+        act: Tensor,
+        *,
+        num_steps: int | None = None,
+        sampler: SamplerConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The next frame ``(B, C, H, W)`` in [-1, 1] from ``obs`` ``(B, n, C, H, W)`` and ``act`` ``(B, n)``
+        (``act[:, -1]`` is the action taken at the last frame), with ``num_steps`` denoising steps."""
+        self.eval()
+        cfg = sampler or self.cfg.sampler
+        if num_steps is not None:
+            cfg = dataclasses.replace(cfg, num_steps=num_steps)
+        obs, act = obs.to(self.device), act.to(self.device)
+        b, _, c, h, w = obs.shape
+        x = torch.randn(b, c, h, w, generator=generator, device=self.device)  # DIAMOND: unit-variance start
+        sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=self.device)
+
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            with self._autocast():
+                return self.denoiser.denoise(self._layout(x), sigma, obs=obs, act=act).float()
+
+        return sample(
+            denoise, x, sigmas, order=cfg.order, s_churn=cfg.s_churn, s_tmin=cfg.s_tmin, s_tmax=cfg.s_tmax,
+            s_noise=cfg.s_noise, generator=generator,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        obs: Tensor,
+        act: Tensor,
+        *,
+        num_steps: int | None = None,
+        sampler: SamplerConfig | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Dream autoregressively: each predicted frame joins the context for the next.
+
+        ``obs`` ``(B, n, C, H, W)`` holds the real context frames 0..n-1; ``act`` ``(B, n + T - 1)`` the action
+        taken at every frame, context then generated (``act[:, i]`` is taken at frame ``i``). Returns the
+        ``T`` generated frames ``(B, T, C, H, W)``.
+        """
+        n = self.n
+        horizon = act.shape[1] - n + 1
+        if obs.shape[1] != n or horizon < 1:
+            raise ValueError(f"need obs with n = {n} frames and at least n actions, got {tuple(obs.shape)} and {tuple(act.shape)}")
+        from tqdm.auto import tqdm
+
+        window, frames = obs.to(self.device), []
+        act = act.to(self.device)
+        for t in tqdm(range(horizon), desc="dream", disable=not progress, leave=False):
+            next_frame = self.predict_next(window, act[:, t : t + n], num_steps=num_steps, sampler=sampler, generator=generator)
+            frames.append(next_frame)
+            window = torch.cat([window[:, 1:], next_frame[:, None]], dim=1)
+        return torch.stack(frames, dim=1)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, half: bool = False, with_optimizer: bool = False) -> None:
+        """Write the weights with the configuration and game (atomically). ``half`` stores weights in
+        float16 (half the size, for shipping trained models); the optimizer state is optional."""
+        state = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in self.state_dict().items()}
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "game": self.game, "model": state,
+                   "num_updates": self.num_updates}  # fmt: skip
+        if with_optimizer:
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["scheduler"] = self.scheduler.state_dict()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        game: str | None = None,
+        config: WorldModelConfig | None = None,
+        **kwargs,
+    ) -> WorldModel:
+        """Load a checkpoint written by :meth:`save`, safely (``weights_only=True``: no code runs).
+
+        With ``game`` or ``config`` given, a checkpoint of another game or configuration is refused with a
+        message that says what differs.
+        """
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            raise ValueError(f"{path} is not a readable world-model checkpoint ({type(error).__name__}: {error})") from None
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a world-model checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        saved_cfg = WorldModelConfig.from_dict(payload["config"])
+        if game is not None and payload.get("game") != game:
+            raise ValueError(f"{path} holds a world model of {payload.get('game')!r}, not of {game!r}")
+        if config is not None and config != saved_cfg:
+            diff = _config_diff(config.to_dict(), saved_cfg.to_dict())
+            raise ValueError(f"{path} was trained with another configuration: {diff}")
+        model = cls(saved_cfg, device, game=payload.get("game"), **kwargs)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
+        model.load_state_dict(state)
+        model.num_updates = payload.get("num_updates", 0)
+        if "optimizer" in payload:
+            model.optimizer.load_state_dict(payload["optimizer"])
+            model.scheduler.load_state_dict(payload["scheduler"])
+        return model
+
+
+def _config_diff(expected: dict, found: dict, prefix: str = "") -> str:
+    diffs = []
+    for key in sorted(set(expected) | set(found)):
+        a, b = expected.get(key), found.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _config_diff(a, b, f"{prefix}{key}.")
+            if inner:
+                diffs.append(inner)
+        elif a != b:
+            diffs.append(f"{prefix}{key} is {b!r} in the checkpoint, {a!r} expected")
+    return "; ".join(diffs)
