@@ -1,0 +1,94 @@
+"""Train the course's world model once and ship it: ``make pretrain``.
+
+    python -m diamond_lite.pretrain --game Breakout --profile course --minutes 30
+
+Collects random-policy data with the project's own environment (nothing is downloaded), trains the world model
+of the profile on it for a time budget, measures its 3-step predictions against copying the last frame on
+held-out episodes, and writes ``data/checkpoints/<game>_world_model_<profile>.pt`` (float16 weights, a few MB)
+with a JSON report beside it. Notebooks load it to show a trained model at once, and can always train their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .atari import check_game, make_env
+from .data import Collector, Dataset, SegmentSampler
+from .profiles import COURSE_GAME, PROFILES, Profile
+from .world_model import WorldModel, one_step_errors, world_model_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = ROOT / "data" / "checkpoints"
+
+
+def checkpoint_path(game: str, profile: str, kind: str = "world_model") -> Path:
+    return CHECKPOINTS / f"{game}_{kind}_{profile}.pt"
+
+
+def collect_random(game: str, directory: Path, num_steps: int, seed: int, split: str = "train") -> Dataset:
+    dataset = Dataset(directory)
+    missing = num_steps - dataset.num_steps
+    if missing > 0:
+        Collector(make_env(game, split=split, seed=seed), dataset, seed=seed).collect(num_steps=missing)
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--game", default=COURSE_GAME)
+    parser.add_argument("--profile", default="course", choices=PROFILES)
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--data-steps", type=int, default=None, help="random-policy steps to collect")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "pretrain")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    game = check_game(args.game)
+    profile = Profile(args.profile)
+    torch.manual_seed(args.seed)
+    from tqdm.auto import tqdm
+
+    data_steps = args.data_steps or profile.pick(smoke=500, course=30_000, paper=100_000)
+    train_data = collect_random(game, args.work_dir / game / "train", data_steps, seed=args.seed)
+    test_data = collect_random(game, args.work_dir / game / "test", max(500, data_steps // 10), seed=args.seed + 1)
+    print(f"data: {train_data.num_steps} train steps, {test_data.num_steps} held-out steps", flush=True)
+
+    num_actions = make_env(game).action_space.n
+    model = WorldModel(world_model_config(profile.name, num_actions), game=game)
+    batch_size = args.batch_size or profile.pick(smoke=4, course=16, paper=32)
+    sampler = SegmentSampler(train_data, model.n + 1, batch_size, sample_weights=None, seed=args.seed)
+    deadline = time.monotonic() + 60 * args.minutes
+    log_path = args.work_dir / game / f"world_model_{profile.name}_log.jsonl"
+    losses = []
+    with open(log_path, "w") as log, tqdm(desc="train world model", unit="step") as bar:
+        while time.monotonic() < deadline and (args.max_steps is None or model.num_updates < args.max_steps):
+            loss = float(model.train_step(sampler.sample().to_torch()))
+            losses.append(loss)
+            bar.update(1)
+            if model.num_updates % 50 == 0:
+                mean = sum(losses[-50:]) / len(losses[-50:])
+                bar.set_postfix(loss=f"{mean:.4f}")
+                log.write(json.dumps({"step": model.num_updates, "loss": mean, "seconds": time.monotonic() - deadline + 60 * args.minutes}) + "\n")
+                log.flush()
+
+    errors = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
+    out = args.out or checkpoint_path(game, profile.name)
+    model.save(out, half=True)
+    report = {"game": game, "profile": profile.name, "updates": model.num_updates, "batch_size": batch_size,
+              "minutes": args.minutes, "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
+              "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), **errors}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

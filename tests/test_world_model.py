@@ -1,0 +1,201 @@
+"""The frame-stacked U-Net world model: shapes, size, conditioning, training, checkpoints, determinism."""
+
+import pickle
+
+import pytest
+import torch
+
+from diamond_lite.unet import AdaGroupNorm, FourierFeatures, ResBlock, UNet, UNetConfig
+from diamond_lite.world_model import WorldModel, WorldModelConfig, world_model_config
+
+TINY = UNetConfig(cond_channels=16, depths=[1, 1], channels=[8, 8], attn_depths=[False, True])
+
+
+def tiny(num_actions=4, **kw):
+    torch.manual_seed(0)
+    return WorldModel(WorldModelConfig(num_actions=num_actions, unet=TINY), autocast=False, channels_last=False, **kw)
+
+
+def batch(b=3, size=16, num_actions=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.rand(b, 5, 3, size, size, generator=g) * 2 - 1,
+        "act": torch.randint(0, num_actions, (b, 5), generator=g),
+        "mask": torch.ones(b, 5, dtype=torch.bool),
+    }
+
+
+def randomize_output_layer(model):
+    # The output conv and every block's second conv start at zero (so D = c_skip x at init, whatever
+    # the conditioning): give them weights, as training would, to see the conditioning at work.
+    torch.nn.init.normal_(model.denoiser.inner.conv_out.weight, std=0.1)
+    for module in model.modules():
+        if isinstance(module, ResBlock):
+            torch.nn.init.normal_(module.conv2.weight, std=0.1)
+
+
+def test_paper_configuration_has_4_4M_parameters():
+    model = WorldModel(WorldModelConfig(num_actions=18), autocast=False, channels_last=False)
+    count = model.num_parameters()
+    assert abs(count - 4.4e6) / 4.4e6 < 0.02
+    assert count == 4_406_851  # DIAMOND's released model for an 18-action game
+    assert world_model_config("paper", 18) == WorldModelConfig(num_actions=18)
+
+
+def test_blocks_shapes_and_identity_at_init():
+    x, cond = torch.randn(2, 32, 8, 8), torch.randn(2, 64)
+    assert FourierFeatures(64)(torch.randn(2)).shape == (2, 64)
+    assert AdaGroupNorm(32, 64)(x, cond).shape == x.shape
+    block = ResBlock(32, 32, 64)
+    # conv2's weights start at zero: a fresh residual block adds only conv2's bias to its input.
+    assert torch.allclose(block(x, cond) - x, block.conv2.bias[None, :, None, None].expand_as(x), atol=1e-6)
+    unet = UNet(UNetConfig(cond_channels=64, depths=[1, 2], channels=[32, 64], attn_depths=[False, False]))
+    assert unet(x, cond).shape == x.shape
+    assert unet(torch.randn(2, 32, 10, 6), cond).shape == (2, 32, 10, 6)  # sizes that need padding
+
+
+@pytest.mark.parametrize("b", [1, 2, 5])
+def test_shapes_for_any_batch(b):
+    model = tiny()
+    data = batch(b)
+    assert model.loss(data).shape == ()
+    nxt = model.predict_next(data["obs"][:, :4], data["act"][:, :4])
+    assert nxt.shape == (b, 3, 16, 16)
+    dream = model.rollout(data["obs"][:, :4], torch.randint(0, 4, (b, 4 + 6 - 1)))
+    assert dream.shape == (b, 6, 3, 16, 16)
+    assert dream.min() >= -1 and dream.max() <= 1
+
+
+def test_actions_and_noise_level_change_the_output():
+    model = tiny()
+    randomize_output_layer(model)
+    data = batch(2)
+    x, obs, act = torch.randn(2, 3, 16, 16), data["obs"][:, :4], data["act"][:, :4]
+    d = model.denoiser
+    with torch.no_grad():
+        base = d(x, 1.0, obs=obs, act=act)
+        other_actions = d(x, 1.0, obs=obs, act=(act + 1) % 4)
+        other_sigma = d(x, 0.3, obs=obs, act=act)
+        other_frames = d(x, 1.0, obs=obs.flip(1), act=act)
+    assert (base - other_actions).abs().max() > 1e-4
+    assert (base - other_sigma).abs().max() > 1e-4
+    assert (base - other_frames).abs().max() > 1e-4
+
+
+def test_train_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    # A larger learning rate than DIAMOND's 1e-4 so that 60 steps are enough to see the loss fall.
+    cfg = WorldModelConfig(num_actions=4, unet=TINY, lr=1e-3, lr_warmup_steps=10)
+    model = WorldModel(cfg, autocast=False, channels_last=False)
+    data = batch(4)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return float(model.loss(data, generator=torch.Generator().manual_seed(1)))
+
+    before = fixed_loss()
+    lrs = []
+    for _ in range(60):
+        model.train_step(data, generator=torch.Generator().manual_seed(1))
+        lrs.append(model.optimizer.param_groups[0]["lr"])
+    assert fixed_loss() < 0.8 * before
+    assert model.num_updates == 60
+    # Linear warm-up: the learning rate for update k+1 is min(1, (k+1)/10) of its final value.
+    assert lrs[3] == pytest.approx(1e-3 * 5 / 10) and lrs[20] == pytest.approx(1e-3)
+
+
+def test_masked_targets_do_not_count():
+    model = tiny()
+    randomize_output_layer(model)
+    data = batch(4)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    full = model.loss(data, generator=g())
+    masked = dict(data, mask=data["mask"].clone())
+    masked["mask"][0, 4] = False
+    changed = dict(masked, obs=masked["obs"].clone())
+    changed["obs"][0, 4] = 0.77  # the masked target may be anything
+    assert torch.allclose(model.loss(masked, generator=g()), model.loss(changed, generator=g()))
+    assert not torch.allclose(full, model.loss(masked, generator=g()))
+
+
+def test_optimizer_settings_are_diamonds():
+    model = tiny()
+    group = model.optimizer.param_groups[0]
+    assert isinstance(model.optimizer, torch.optim.AdamW)
+    assert group["weight_decay"] == 1e-2 and group["eps"] == 1e-8 and group["initial_lr"] == 1e-4
+    assert model.cfg.max_grad_norm == 1.0 and model.cfg.lr_warmup_steps == 100
+    assert model.cfg.denoiser.sigma_offset_noise == 0.3 and model.cfg.sampler.num_steps == 3
+
+
+def test_checkpoint_round_trip_and_rejection(tmp_path):
+    model = tiny(game="Breakout")
+    randomize_output_layer(model)
+    data = batch(2)
+    path = tmp_path / "wm.pt"
+    model.save(path)
+    loaded = WorldModel.load(path, game="Breakout", config=model.cfg, autocast=False, channels_last=False)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    args = (data["obs"][:, :4], data["act"][:, :4])
+    assert torch.equal(model.predict_next(*args, generator=g()), loaded.predict_next(*args, generator=g()))
+
+    with pytest.raises(ValueError, match="'Breakout', not of 'Pong'"):
+        WorldModel.load(path, game="Pong")
+    other = WorldModelConfig(num_actions=6, unet=TINY)
+    with pytest.raises(ValueError, match="num_actions is 4 in the checkpoint, 6 expected"):
+        WorldModel.load(path, config=other)
+
+    half = tmp_path / "half.pt"
+    model.save(half, half=True)
+    assert half.stat().st_size < path.stat().st_size
+    restored = WorldModel.load(half, autocast=False, channels_last=False)
+    diff = (restored.predict_next(*args, generator=g()) - model.predict_next(*args, generator=g())).abs().max()
+    assert diff <= 2 / 255 + 1e-6  # at most a quantisation level or so
+
+
+def test_a_pickled_payload_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "diamond_lite.world_model/1", "payload": Evil()}, f)
+    with pytest.raises(ValueError, match="not a readable world-model checkpoint"):
+        WorldModel.load(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError):
+        WorldModel.load(tmp_path / "junk.pt")
+
+
+def test_sampling_is_deterministic_with_a_generator():
+    model = tiny()
+    randomize_output_layer(model)
+    data = batch(2)
+    args = (data["obs"][:, :4], data["act"][:, :4])
+    a = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+    b = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+    c = model.predict_next(*args, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(0)
+    m1 = WorldModel(WorldModelConfig(num_actions=4, unet=TINY), autocast=False, channels_last=False)
+    torch.manual_seed(0)
+    m2 = WorldModel(WorldModelConfig(num_actions=4, unet=TINY), autocast=False, channels_last=False)
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_fast_path_matches_plain_fp32_within_bf16_tolerance():
+    plain = tiny()
+    randomize_output_layer(plain)
+    fast = WorldModel(plain.cfg, autocast=True, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    data = batch(3)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    loss_plain, loss_fast = plain.loss(data, generator=g()), fast.loss(data, generator=g())
+    assert abs(float(loss_plain) - float(loss_fast)) < 0.05 * float(loss_plain)
+    x = torch.randn(3, 3, 16, 16, generator=g())
+    with torch.no_grad():
+        d_plain = plain.denoiser(x, 0.5, obs=data["obs"][:, :4], act=data["act"][:, :4])
+        with fast._autocast():
+            d_fast = fast.denoiser(x.contiguous(memory_format=torch.channels_last), 0.5, obs=data["obs"][:, :4], act=data["act"][:, :4])
+    assert (d_plain - d_fast.float()).abs().max() < 0.05
