@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KERNEL := diamond-lite
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: setup lab test notebooks clean
+.PHONY: setup lab test notebooks pretrain clean
+GAME ?= Breakout
 
 setup: $(STAMP)
 
@@ -30,6 +31,10 @@ test: setup
 # Re-executes every notebook in the course profile and saves its outputs (what GitHub shows).
 notebooks: setup
 	$(PY) -m diamond_lite.run_notebooks --profile course $(NOTEBOOKS)
+
+# Trains the course-profile world model for GAME (30 minutes on a laptop CPU) into data/checkpoints/.
+pretrain: setup
+	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --minutes 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
