@@ -55,6 +55,13 @@ class WorldModelConfig:
     lr_warmup_steps: int = 100
     max_grad_norm: float = 1.0
 
+    def __post_init__(self) -> None:
+        # gymnasium's Discrete.n is a numpy integer; a checkpoint must hold plain Python values to load
+        # with weights_only=True.
+        self.num_actions = int(self.num_actions)
+        if self.num_actions < 1:
+            raise ValueError(f"num_actions must be >= 1, got {self.num_actions}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

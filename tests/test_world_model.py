@@ -199,3 +199,21 @@ def test_fast_path_matches_plain_fp32_within_bf16_tolerance():
         with fast._autocast():
             d_fast = fast.denoiser(x.contiguous(memory_format=torch.channels_last), 0.5, obs=data["obs"][:, :4], act=data["act"][:, :4])
     assert (d_plain - d_fast.float()).abs().max() < 0.05
+
+
+def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):
+    import numpy as np
+
+    model = WorldModel(WorldModelConfig(num_actions=np.int64(4), unet=TINY), autocast=False, channels_last=False)
+    model.save(tmp_path / "wm.pt")
+    assert WorldModel.load(tmp_path / "wm.pt").cfg.num_actions == 4
+
+
+def test_shipped_checkpoints_load_safely():
+    from diamond_lite.pretrain import CHECKPOINTS
+
+    paths = sorted(CHECKPOINTS.glob("*_world_model_*.pt"))
+    for path in paths:
+        assert path.stat().st_size < 10 * 2**20
+        model = WorldModel.load(path)  # weights_only=True inside
+        assert model.game and model.num_updates > 0
