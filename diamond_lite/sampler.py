@@ -170,10 +170,16 @@ def sample(
         if gamma > 0:
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + s_noise * math.sqrt(sigma_hat**2 - sigma**2) * eps
-        slope = (x - denoise(x, at(sigma_hat))) / sigma_hat
+        denoised = denoise(x, at(sigma_hat))
+        if sigma_next == 0:
+            # The Euler step to sigma = 0 lands exactly on D(x, sigma_hat); return it as is, so a
+            # quantised denoiser's last estimate stays on its 8-bit grid (no rounding from x + slope*dt).
+            x = denoised
+            continue
+        slope = (x - denoised) / sigma_hat
         dt = sigma_next - sigma_hat
         x_next = x + slope * dt
-        if order == 2 and sigma_next != 0:
+        if order == 2:
             # Heun: average the slope at both ends of the step (trapezoidal rule), second order in dt.
             slope_next = (x_next - denoise(x_next, at(sigma_next))) / sigma_next
             x_next = x + 0.5 * (slope + slope_next) * dt

@@ -233,3 +233,17 @@ def test_invalid_order_is_rejected():
 def test_sample_rejects_a_schedule_with_no_step():
     with pytest.raises(ValueError, match="at least 2"):
         sample(gaussian_denoiser, start(2, 5.0), torch.tensor([5.0]))
+
+
+def test_last_step_to_zero_returns_the_quantised_estimate_exactly():
+    from diamond_lite.edm import quantize_8bit
+
+    def denoise(x, sigma):
+        return quantize_8bit(0.3 * x)
+
+    g = torch.Generator().manual_seed(0)
+    x = initial_noise((4, 3, 8, 8), 5.0, generator=g)
+    for order in (1, 2):
+        out = sample(denoise, x, karras_sigmas(3), order=order)
+        levels = (out + 1) / 2 * 255
+        assert (levels - levels.round()).abs().max() < 1e-4 and out.min() >= -1 and out.max() <= 1
