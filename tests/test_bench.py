@@ -1,0 +1,25 @@
+"""The benchmark runs and reports what it promises (at a tiny size: its correctness, never its speed)."""
+
+import json
+
+import torch
+
+from diamond_lite import bench
+
+
+def test_bench_world_model_reports_both_paths_and_their_ratio():
+    results = bench.bench_world_model("smoke", batch_size=2, device=torch.device("cpu"), repeats=1, size=16, num_actions=4)
+    opt, plain = results["optimised"], results["plain_fp32"]
+    assert plain["autocast_bf16"] is False and plain["channels_last"] is False
+    for entry in (opt, plain):
+        assert entry["train_step_s"] > 0 and entry["sample_1_step_fps"] > 0 and entry["sample_3_step_fps"] > 0
+    assert results["speedup_train_step"] == plain["train_step_s"] / opt["train_step_s"]
+    assert results["train_step_gflop"] > 0 and 0 < results["train_step_fraction_of_peak"]
+
+
+def test_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--profile", "smoke", "--batch-size", "2", "--size", "16", "--repeats", "1", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["world_model"]["parameters"] > 0 and "cpu" in written["device"]
+    assert json.loads(capsys.readouterr().out) == written
