@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .atari import check_game, make_env
+from .bench import machine
 from .data import Collector, Dataset, SegmentSampler
 from .profiles import COURSE_GAME, PROFILES, Profile
 from .world_model import WorldModel, one_step_errors, world_model_config
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     model = WorldModel(world_model_config(profile.name, num_actions), game=game)
     batch_size = args.batch_size or profile.pick(smoke=4, course=16, paper=32)
     sampler = SegmentSampler(train_data, model.n + 1, batch_size, sample_weights=None, seed=args.seed)
-    deadline = time.monotonic() + 60 * args.minutes
+    started = time.monotonic()
+    deadline = started + 60 * args.minutes
     log_path = args.work_dir / game / f"world_model_{profile.name}_log.jsonl"
     losses = []
     with open(log_path, "w") as log, tqdm(desc="train world model", unit="step") as bar:
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             if model.num_updates % 50 == 0:
                 mean = sum(losses[-50:]) / len(losses[-50:])
                 bar.set_postfix(loss=f"{mean:.4f}")
-                log.write(json.dumps({"step": model.num_updates, "loss": mean, "seconds": time.monotonic() - deadline + 60 * args.minutes}) + "\n")
+                log.write(json.dumps({"step": model.num_updates, "loss": mean, "seconds": round(time.monotonic() - started, 1)}) + "\n")
                 log.flush()
 
     errors = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     model.save(out, half=True)
     report = {"game": game, "profile": profile.name, "updates": model.num_updates, "batch_size": batch_size,
               "minutes": args.minutes, "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
-              "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), **errors}  # fmt: skip
+              "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), **errors, "machine": machine()}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0
