@@ -3,8 +3,9 @@
 An episode stores, for each agent step t, the observation seen *before* acting (``obs[t]``), the
 action taken (``act[t]``), the reward received (``rew[t]``), and whether the episode ended
 (``end[t]``, a termination) or was cut (``trunc[t]``, the frame cap or the end of a collection) right
-after it. The frame that follows the last step is not stored: nothing is ever trained to predict
-from it.
+after it. The frame that follows the last step of a finished episode is kept as ``final_obs``: the
+reward/termination model learns what an ending looks like from it (DIAMOND keeps it as
+``info["final_observation"]``).
 
 The dataset keeps one file per episode, ``<dir>/<id>.npz``: plain arrays, loaded with
 ``allow_pickle=False`` so a file can never run code. Every write goes to a temporary file that is
@@ -44,10 +45,15 @@ class Episode:
     rew: np.ndarray  # (T,) float32
     end: np.ndarray  # (T,) bool
     trunc: np.ndarray  # (T,) bool
+    final_obs: np.ndarray | None = None  # (H, W, 3) uint8: the frame after the last step, once finished
 
     def __post_init__(self) -> None:
         for name in FIELDS:
             setattr(self, name, np.asarray(getattr(self, name), dtype=DTYPES[name]))
+        if self.final_obs is not None:
+            self.final_obs = np.asarray(self.final_obs, dtype=np.uint8)
+            if self.final_obs.shape != self.obs.shape[1:]:
+                raise ValueError(f"final_obs must have shape {self.obs.shape[1:]}, got {self.final_obs.shape}")
         lengths = {name: len(getattr(self, name)) for name in FIELDS}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"episode fields differ in length: {lengths}")
@@ -59,7 +65,7 @@ class Episode:
 
     def __add__(self, other: Episode) -> Episode:
         """The two parts of an episode one after the other (a collection resumed where it stopped)."""
-        return Episode(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in FIELDS))
+        return Episode(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in FIELDS), final_obs=other.final_obs)
 
     @property
     def score(self) -> float:
@@ -71,11 +77,11 @@ class Episode:
         return len(self) > 0 and bool(self.end[-1] or self.trunc[-1])
 
     @classmethod
-    def from_steps(cls, steps: Sequence[tuple]) -> Episode:
+    def from_steps(cls, steps: Sequence[tuple], final_obs: np.ndarray | None = None) -> Episode:
         """Build from a list of ``(obs, act, rew, end, trunc)`` tuples, one per step."""
         if not steps:
             raise ValueError("an episode needs at least one step")
-        return cls(*(np.stack([np.asarray(s[i]) for s in steps]) for i in range(len(FIELDS))))
+        return cls(*(np.stack([np.asarray(s[i]) for s in steps]) for i in range(len(FIELDS))), final_obs=final_obs)
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
@@ -83,7 +89,10 @@ class Episode:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **{name: getattr(self, name) for name in FIELDS})
+                arrays = {name: getattr(self, name) for name in FIELDS}
+                if self.final_obs is not None:
+                    arrays["final_obs"] = self.final_obs
+                np.savez_compressed(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -96,7 +105,8 @@ class Episode:
     @classmethod
     def load(cls, path: str | Path) -> Episode:
         with np.load(path, allow_pickle=False) as arrays:
-            return cls(*(arrays[name] for name in FIELDS))
+            final_obs = arrays["final_obs"] if "final_obs" in arrays.files else None
+            return cls(*(arrays[name] for name in FIELDS), final_obs=final_obs)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -353,9 +363,9 @@ class Collector:
         if hasattr(self.policy, "reset"):
             self.policy.reset()
 
-    def _save(self) -> int:
+    def _save(self, final_obs: np.ndarray | None = None) -> int:
         # Only the steps since the last save are new, but the file holds the whole episode.
-        episode = Episode.from_steps(self.steps)
+        episode = Episode.from_steps(self.steps, final_obs=final_obs)
         if self.episode_id is None:
             self.episode_id = self.dataset.add(episode)
         else:
@@ -385,7 +395,7 @@ class Collector:
                 n += 1
                 bar.update(1)
             if terminated or truncated:
-                episode_id = self._save()
+                episode_id = self._save(final_obs=next_obs)
                 finished.append({"episode_id": episode_id, "length": len(self.steps), "score": float(sum(s[2] for s in self.steps))})
                 if num_episodes is not None:
                     n += 1

@@ -37,6 +37,10 @@ def test_episode_round_trip_keeps_values_and_dtypes(tmp_path):
     episode = fake_episode(50, seed=1)
     episode.save(tmp_path / "e.npz")
     assert_same(Episode.load(tmp_path / "e.npz"), episode)
+    assert Episode.load(tmp_path / "e.npz").final_obs is None
+    episode.final_obs = np.full((8, 8, 3), 9, np.uint8)
+    episode.save(tmp_path / "f.npz")
+    assert np.array_equal(Episode.load(tmp_path / "f.npz").final_obs, episode.final_obs)
     assert len(episode) == 50 and episode.is_finished
     assert episode.score == pytest.approx(episode.rew.sum())
     assert_same(episode, fake_episode(50, seed=1))
@@ -228,3 +232,7 @@ def test_collector_saves_unfinished_episode_and_extends_it(tmp_path):
     assert ds.lengths.tolist() == [7, 7, 7, 7] and ds.num_steps == collector.total_steps
     # obs[t] is the frame seen before acting: the first is the reset frame.
     assert ds[0].obs[0].max() == 0 and ds[0].obs[6].max() == 6
+    # A finished episode keeps the frame after its last step; an unfinished one has none yet.
+    assert ds[0].final_obs is not None and ds[0].final_obs.max() == 7
+    collector.collect(num_steps=2, progress=False)
+    assert ds[4].final_obs is None and Dataset(tmp_path)[0].final_obs.max() == 7
