@@ -26,6 +26,7 @@ import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,8 @@ def _cpu_has_bf16() -> bool:
 
 class WorldModel(nn.Module):
     """DIAMOND's diffusion world model, ready to train and to dream."""
+
+    checkpoint_format: ClassVar[str] = CHECKPOINT_FORMAT
 
     def __init__(
         self,
@@ -271,8 +274,8 @@ class WorldModel(nn.Module):
         """Write the weights with the configuration and game (atomically). ``half`` stores weights in
         float16 (half the size, for shipping trained models); the optimizer state is optional."""
         state = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in self.state_dict().items()}
-        payload = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "game": self.game, "model": state,
-                   "num_updates": self.num_updates}  # fmt: skip
+        payload = {"format": self.checkpoint_format, "config": self.cfg.to_dict(), "game": self.game, "model": state,
+                   "num_updates": self.num_updates, **self._checkpoint_extra()}  # fmt: skip
         if with_optimizer:
             payload["optimizer"] = self.optimizer.state_dict()
             payload["scheduler"] = self.scheduler.state_dict()
@@ -281,6 +284,15 @@ class WorldModel(nn.Module):
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)
+
+    def _checkpoint_extra(self) -> dict:
+        """What a subclass stores beside the weights and configuration (DDPM: its schedule)."""
+        return {}
+
+    @classmethod
+    def _init_kwargs_from_checkpoint(cls, payload: dict) -> dict:
+        """Constructor arguments a subclass reads back from :meth:`_checkpoint_extra`'s entries."""
+        return {}
 
     @classmethod
     def load(
@@ -303,15 +315,16 @@ class WorldModel(nn.Module):
             raise
         except Exception as error:
             raise ValueError(f"{path} is not a readable world-model checkpoint ({type(error).__name__}: {error})") from None
-        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a world-model checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        if not isinstance(payload, dict) or payload.get("format") != cls.checkpoint_format:
+            found = payload.get("format") if isinstance(payload, dict) else None
+            raise ValueError(f"{path} is not a checkpoint of a {cls.__name__} (expected format {cls.checkpoint_format!r}, found {found!r})")
         saved_cfg = WorldModelConfig.from_dict(payload["config"])
         if game is not None and payload.get("game") != game:
             raise ValueError(f"{path} holds a world model of {payload.get('game')!r}, not of {game!r}")
         if config is not None and config != saved_cfg:
             diff = _config_diff(config.to_dict(), saved_cfg.to_dict())
             raise ValueError(f"{path} was trained with another configuration: {diff}")
-        model = cls(saved_cfg, device, game=payload.get("game"), **kwargs)
+        model = cls(saved_cfg, device, game=payload.get("game"), **cls._init_kwargs_from_checkpoint(payload), **kwargs)
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
         model.load_state_dict(state)
         model.num_updates = payload.get("num_updates", 0)
