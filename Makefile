@@ -32,9 +32,12 @@ test: setup
 notebooks: setup
 	$(PY) -m diamond_lite.run_notebooks --profile course $(NOTEBOOKS)
 
-# Trains the course-profile world model for GAME (30 minutes on a laptop CPU) into data/checkpoints/.
+# Trains the course-profile world models for GAME into data/checkpoints/: DIAMOND's EDM model for 30 minutes
+# on a laptop CPU, then the DDPM baseline of notebook 04 for the same number of updates on the same data.
 pretrain: setup
 	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --minutes 30
+	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind ddpm_world_model --minutes 60 \
+		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(GAME)_world_model_course.json'))['updates'])")
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

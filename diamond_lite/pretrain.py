@@ -22,10 +22,12 @@ from .atari import check_game, make_env
 from .bench import machine
 from .data import Collector, Dataset, SegmentSampler
 from .profiles import COURSE_GAME, PROFILES, Profile
+from .ddpm import DDPMWorldModel
 from .world_model import WorldModel, one_step_errors, world_model_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "data" / "checkpoints"
+KINDS = {"world_model": WorldModel, "ddpm_world_model": DDPMWorldModel}
 
 
 def checkpoint_path(game: str, profile: str, kind: str = "world_model") -> Path:
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--game", default=COURSE_GAME)
     parser.add_argument("--profile", default="course", choices=PROFILES)
+    parser.add_argument("--kind", default="world_model", choices=KINDS,
+                        help="world_model (EDM, DIAMOND's) or ddpm_world_model (the DDPM baseline of notebook 04)")
     parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -63,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {train_data.num_steps} train steps, {test_data.num_steps} held-out steps", flush=True)
 
     num_actions = make_env(game).action_space.n
-    model = WorldModel(world_model_config(profile.name, num_actions), game=game)
+    model = KINDS[args.kind](world_model_config(profile.name, num_actions), game=game)
     batch_size = args.batch_size or profile.pick(smoke=4, course=16, paper=32)
     sampler = SegmentSampler(train_data, model.n + 1, batch_size, sample_weights=None, seed=args.seed)
     started = time.monotonic()
     deadline = started + 60 * args.minutes
-    log_path = args.work_dir / game / f"world_model_{profile.name}_log.jsonl"
+    log_path = args.work_dir / game / f"{args.kind}_{profile.name}_log.jsonl"
     losses = []
-    with open(log_path, "w") as log, tqdm(desc="train world model", unit="step") as bar:
+    with open(log_path, "w") as log, tqdm(desc=f"train {args.kind}", unit="step") as bar:
         while time.monotonic() < deadline and (args.max_steps is None or model.num_updates < args.max_steps):
             loss = float(model.train_step(sampler.sample().to_torch()))
             losses.append(loss)
@@ -82,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.flush()
 
     errors = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
-    out = args.out or checkpoint_path(game, profile.name)
+    out = args.out or checkpoint_path(game, profile.name, args.kind)
     model.save(out, half=True)
-    report = {"game": game, "profile": profile.name, "updates": model.num_updates, "batch_size": batch_size,
+    report = {"game": game, "profile": profile.name, "kind": args.kind, "updates": model.num_updates, "batch_size": batch_size,
               "minutes": args.minutes, "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
               "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), **errors, "machine": machine()}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
