@@ -11,7 +11,8 @@ last ``n = 4`` frames and the last 4 actions as conditioning:
 * the output convolution starts at zero, so a fresh network predicts ``D = c_skip · x_noisy``.
 
 ``WorldModel`` wraps it with what training and imagination need: ``train_step`` on a batch of segments
-(AdamW, lr 1e-4, weight decay 1e-2, eps 1e-8, 100 linear warm-up steps, gradient clip 1.0, offset noise 0.3),
+(AdamW, lr 1e-4, weight decay 1e-2 on linear and conv weights, eps 1e-8, 100 linear warm-up steps from 0,
+gradient clip 1.0, offset noise 0.3; ``diamond_lite.optim``),
 ``predict_next`` (3 Euler steps by default) and ``rollout`` (autoregressive, batched), and checkpoints that
 load with ``torch.load(weights_only=True)``.
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .edm import Denoiser, DenoiserConfig, TrainingSigmaConfig
+from .optim import make_optimizer, warmup_schedule
 from .sampler import SamplerConfig, karras_sigmas, sample
 from .unet import FourierFeatures, UNet, UNetConfig, num_groups
 
@@ -110,11 +112,6 @@ class FrameStackNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
-def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear learning-rate warm-up over ``warmup_steps``, then constant (DIAMOND's schedule)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
-
-
 def fast_defaults(device: torch.device) -> tuple[bool, bool]:
     """(bf16 autocast, channels-last) where they make the paper-size U-Net faster: measured in
     ``docs/benchmarks.md`` (CPU with native bf16: forward 2.6 s -> 0.94 s at batch 32; GPU: both help)."""
@@ -159,7 +156,7 @@ class WorldModel(nn.Module):
         self.to(self.device)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.eps)
+        self.optimizer = make_optimizer(self, cfg.lr, cfg.weight_decay, cfg.eps)
         self.scheduler = warmup_schedule(self.optimizer, cfg.lr_warmup_steps)
         self.num_updates = 0
 

@@ -239,7 +239,8 @@ def test_same_network_and_interface_as_the_edm_world_model():
     opt = model.optimizer.param_groups[0]
     assert isinstance(model.optimizer, torch.optim.AdamW)
     assert opt["weight_decay"] == 1e-2 and opt["eps"] == 1e-8 and opt["initial_lr"] == 1e-4
-    assert sum(p.numel() for p in opt["params"]) == model.num_parameters()  # the optimiser holds eps_net
+    held = sum(p.numel() for group in model.optimizer.param_groups for p in group["params"])
+    assert held == model.num_parameters()  # the optimiser holds eps_net
 
 
 @pytest.mark.parametrize("b", [1, 3])

@@ -100,8 +100,8 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
         lrs.append(model.optimizer.param_groups[0]["lr"])
     assert fixed_loss() < 0.8 * before
     assert model.num_updates == 60
-    # Linear warm-up: the learning rate for update k+1 is min(1, (k+1)/10) of its final value.
-    assert lrs[3] == pytest.approx(1e-3 * 5 / 10) and lrs[20] == pytest.approx(1e-3)
+    # Linear warm-up from 0 (DIAMOND's get_lr_sched): after k updates the learning rate is min(1, k/10) of its value.
+    assert lrs[3] == pytest.approx(1e-3 * 4 / 10) and lrs[20] == pytest.approx(1e-3)
 
 
 def test_masked_targets_do_not_count():
@@ -120,9 +120,17 @@ def test_masked_targets_do_not_count():
 
 def test_optimizer_settings_are_diamonds():
     model = tiny()
-    group = model.optimizer.param_groups[0]
+    decayed, not_decayed = model.optimizer.param_groups
     assert isinstance(model.optimizer, torch.optim.AdamW)
-    assert group["weight_decay"] == 1e-2 and group["eps"] == 1e-8 and group["initial_lr"] == 1e-4
+    assert decayed["weight_decay"] == 1e-2 and not_decayed["weight_decay"] == 0.0
+    assert decayed["eps"] == 1e-8 and decayed["initial_lr"] == 1e-4
+    assert model.optimizer.param_groups[0]["lr"] == 0.0  # the first update has lr 0, as in DIAMOND
+    # Weight decay on linear and conv weights only: not on biases, group norms or the action embedding.
+    ids = {id(p) for p in decayed["params"]}
+    inner = model.denoiser.inner
+    assert id(inner.conv_in.weight) in ids and id(inner.cond_proj[0].weight) in ids
+    assert id(inner.conv_in.bias) not in ids and id(inner.act_emb.weight) not in ids and id(inner.norm_out.weight) not in ids
+    assert len(ids) + len(not_decayed["params"]) == len(list(model.parameters()))
     assert model.cfg.max_grad_norm == 1.0 and model.cfg.lr_warmup_steps == 100
     assert model.cfg.denoiser.sigma_offset_noise == 0.3 and model.cfg.sampler.num_steps == 3
 

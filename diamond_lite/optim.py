@@ -1,0 +1,33 @@
+"""The optimiser set-up shared by DIAMOND's three models (``src/utils.py`` of eloialonso/diamond).
+
+* AdamW, with weight decay only on the weights of linear, convolution and LSTM layers: biases, norms and
+  embeddings are not decayed (the minGPT convention DIAMOND adopts).
+* A linear warm-up of the learning rate from 0 over the first ``warmup_steps`` updates, then constant.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DECAYED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LSTM, nn.LSTMCell)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed weights (linear, conv, LSTM) and everything else with no decay."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_weight = name == "weight" or name.startswith("weight_")
+            (decay if is_weight and isinstance(module, DECAYED) else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, eps: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, eps=eps)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate ``min(1, step / warmup_steps)`` times its base value: 0 for the very first update, as in
+    DIAMOND's ``get_lr_sched``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, step / max(1, warmup_steps)))
