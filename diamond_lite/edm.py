@@ -163,7 +163,9 @@ def quantize_8bit(x: Tensor) -> Tensor:
     frames are exactly representable as uint8 images, like the real ones. It truncates (a cast to
     ``uint8``), i.e. rounds *down* to the level below; we keep that rounding.
     """
-    levels = torch.floor((x.clamp(-1, 1) + 1) / 2 * 255)
+    # The 1e-4 keeps every level a fixed point: without it float rounding puts some exact levels
+    # (u / 127.5 - 1) a hair below themselves and the floor drops them one level.
+    levels = torch.floor((x.clamp(-1, 1) + 1) / 2 * 255 + 1e-4)
     return levels / 255 * 2 - 1
 
 

@@ -376,3 +376,13 @@ def test_training_a_tiny_network_lowers_the_loss():
     with torch.no_grad():
         after = sum(batch_loss().item() for _ in range(20)) / 20
     assert after < 0.8 * before
+
+
+def test_quantisation_keeps_real_frames_unchanged():
+    """Every uint8 level, as frames are scaled (u / 127.5 - 1), is a fixed point; snapping is idempotent."""
+    from diamond_lite.edm import quantize_8bit
+
+    levels = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+    assert torch.equal(quantize_8bit(levels), quantize_8bit(quantize_8bit(levels)))
+    assert torch.allclose(quantize_8bit(levels), levels, atol=1e-6)
+    assert torch.equal(((quantize_8bit(levels) + 1) * 127.5).round(), torch.arange(256, dtype=torch.float32))
