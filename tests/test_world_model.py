@@ -218,10 +218,18 @@ def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):
 
 
 def test_shipped_checkpoints_load_safely():
-    from diamond_lite.pretrain import CHECKPOINTS
+    from diamond_lite.atari import GAMES
+    from diamond_lite.pretrain import KINDS, checkpoint_path
+    from diamond_lite.profiles import PROFILES
 
-    paths = sorted(CHECKPOINTS.glob("*_world_model_*.pt"))
-    for path in paths:
-        assert path.stat().st_size < 10 * 2**20
-        model = WorldModel.load(path)  # weights_only=True inside
-        assert model.game and model.num_updates > 0
+    found = 0
+    for game in GAMES:
+        for kind, cls in KINDS.items():
+            for profile in PROFILES:
+                path = checkpoint_path(game, profile, kind)
+                if path.exists():
+                    assert path.stat().st_size < 10 * 2**20
+                    model = cls.load(path, game=game)  # weights_only=True inside
+                    assert model.num_updates > 0
+                    found += 1
+    assert found == len(list(checkpoint_path("x", "y").parent.glob("*.pt"))), "every shipped .pt is named as pretrain names it"
