@@ -73,14 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     deadline = started + 60 * args.minutes
     log_path = args.work_dir / game / f"{args.kind}_{profile.name}_log.jsonl"
-    losses = []
+    recent, mean = [], float("nan")  # losses stay on the device until logged: no sync per step on a GPU
     with open(log_path, "w") as log, tqdm(desc=f"train {args.kind}", unit="step") as bar:
         while time.monotonic() < deadline and (args.max_steps is None or model.num_updates < args.max_steps):
-            loss = float(model.train_step(sampler.sample().to_torch()))
-            losses.append(loss)
+            recent.append(model.train_step(sampler.sample().to_torch(model.device)))
             bar.update(1)
             if model.num_updates % 50 == 0:
-                mean = sum(losses[-50:]) / len(losses[-50:])
+                mean, recent = torch.stack(recent).mean().item(), []
                 bar.set_postfix(loss=f"{mean:.4f}")
                 log.write(json.dumps({"step": model.num_updates, "loss": mean, "seconds": round(time.monotonic() - started, 1)}) + "\n")
                 log.flush()
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     model.save(out, half=True)
     report = {"game": game, "profile": profile.name, "kind": args.kind, "updates": model.num_updates, "batch_size": batch_size,
               "minutes": args.minutes, "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
-              "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), **errors, "machine": machine()}  # fmt: skip
+              "final_loss": torch.stack(recent).mean().item() if recent else mean, **errors, "machine": machine()}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0

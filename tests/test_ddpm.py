@@ -19,10 +19,9 @@ from diamond_lite.ddpm import (
     timestep_c_noise,
 )
 from diamond_lite.edm import precondition
-from diamond_lite.unet import ResBlock, UNetConfig
 from diamond_lite.world_model import CHECKPOINT_FORMAT, WorldModel, WorldModelConfig
+from world_model_helpers import TINY, batch, randomize_output_layer
 
-TINY = UNetConfig(cond_channels=16, depths=[1, 1], channels=[8, 8], attn_depths=[False, True])
 AC = alphas_cumprod(linear_betas())
 
 
@@ -30,22 +29,6 @@ def tiny(num_actions=4, ddpm=None, **kw):
     torch.manual_seed(0)
     cfg = WorldModelConfig(num_actions=num_actions, unet=TINY)
     return DDPMWorldModel(cfg, autocast=False, channels_last=False, ddpm=ddpm, **kw)
-
-
-def batch(b=3, size=16, num_actions=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "obs": torch.rand(b, 5, 3, size, size, generator=g) * 2 - 1,
-        "act": torch.randint(0, num_actions, (b, 5), generator=g),
-        "mask": torch.ones(b, 5, dtype=torch.bool),
-    }
-
-
-def randomize_output_layer(model):
-    torch.nn.init.normal_(model.eps_net.conv_out.weight, std=0.1)
-    for module in model.modules():
-        if isinstance(module, ResBlock):
-            torch.nn.init.normal_(module.conv2.weight, std=0.1)
 
 
 # -- schedule and forward process --------------------------------------------------------------------

@@ -7,31 +7,13 @@ import torch
 
 from diamond_lite.unet import AdaGroupNorm, FourierFeatures, ResBlock, UNet, UNetConfig
 from diamond_lite.world_model import WorldModel, WorldModelConfig, world_model_config
+from world_model_helpers import TINY, batch, randomize_output_layer
 
-TINY = UNetConfig(cond_channels=16, depths=[1, 1], channels=[8, 8], attn_depths=[False, True])
 
 
 def tiny(num_actions=4, **kw):
     torch.manual_seed(0)
     return WorldModel(WorldModelConfig(num_actions=num_actions, unet=TINY), autocast=False, channels_last=False, **kw)
-
-
-def batch(b=3, size=16, num_actions=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "obs": torch.rand(b, 5, 3, size, size, generator=g) * 2 - 1,
-        "act": torch.randint(0, num_actions, (b, 5), generator=g),
-        "mask": torch.ones(b, 5, dtype=torch.bool),
-    }
-
-
-def randomize_output_layer(model):
-    # The output conv and every block's second conv start at zero (so D = c_skip x at init, whatever
-    # the conditioning): give them weights, as training would, to see the conditioning at work.
-    torch.nn.init.normal_(model.denoiser.inner.conv_out.weight, std=0.1)
-    for module in model.modules():
-        if isinstance(module, ResBlock):
-            torch.nn.init.normal_(module.conv2.weight, std=0.1)
 
 
 def test_paper_configuration_has_4_4M_parameters():

@@ -1,0 +1,28 @@
+"""Small models and batches shared by the EDM and DDPM world-model tests."""
+
+import torch
+
+from diamond_lite.unet import ResBlock, UNetConfig
+from diamond_lite.world_model import FrameStackNet
+
+TINY = UNetConfig(cond_channels=16, depths=[1, 1], channels=[8, 8], attn_depths=[False, True])
+
+
+def batch(b=3, size=16, num_actions=4, seed=0):
+    """A batch of world-model segments (4 conditioning frames and the target) of random frames."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.rand(b, 5, 3, size, size, generator=g) * 2 - 1,
+        "act": torch.randint(0, num_actions, (b, 5), generator=g),
+        "mask": torch.ones(b, 5, dtype=torch.bool),
+    }
+
+
+def randomize_output_layer(model):
+    """The output conv and every block's second conv start at zero (so a fresh network ignores its
+    conditioning); give them weights, as training would, to see the conditioning at work."""
+    for module in model.modules():
+        if isinstance(module, FrameStackNet):
+            torch.nn.init.normal_(module.conv_out.weight, std=0.1)
+        if isinstance(module, ResBlock):
+            torch.nn.init.normal_(module.conv2.weight, std=0.1)
