@@ -16,7 +16,9 @@ temporary file left by a crash is ignored (and removed) when the dataset is open
 Segments are drawn as DIAMOND's ``BatchSampler`` draws them (``src/data/batch_sampler.py``):
 episodes with recency weights, a uniform time step inside the episode, and a segment of length
 ``L`` ending within ``L`` steps after it, padded on the left (with a mask) where it starts before
-the episode does.
+the episode does. The reward/termination model's sampler may also run past the episode's end
+(``can_sample_beyond_end``), so it sees endings at every position of its segments; the first padded
+slot after a finished episode then holds ``final_obs``, the frame that shows the ending.
 """
 
 from __future__ import annotations
@@ -238,7 +240,8 @@ def episode_probabilities(lengths: np.ndarray, sample_weights: Sequence[float] |
 @dataclass
 class Segment:
     """A batch of B segments of length L. ``mask[b, t]`` is False where step t is padding (before the
-    episode started); padded steps hold zeros."""
+    episode started or after it ended); padded steps hold zeros, except that ``obs`` holds the episode's
+    ``final_obs`` in the first slot after its end, where ``obs_mask`` is True (a frame, but no step)."""
 
     obs: np.ndarray  # (B, L, H, W, 3) uint8
     act: np.ndarray  # (B, L) int64
@@ -246,6 +249,7 @@ class Segment:
     end: np.ndarray  # (B, L) bool
     trunc: np.ndarray  # (B, L) bool
     mask: np.ndarray  # (B, L) bool
+    obs_mask: np.ndarray  # (B, L) bool: mask, plus the final frame's slot
     episode_id: np.ndarray  # (B,)
     start: np.ndarray  # (B,) may be negative: the number of padded steps is -start
     stop: np.ndarray  # (B,)
@@ -258,8 +262,9 @@ class Segment:
         import torch
 
         mask = torch.from_numpy(self.mask).to(device)
+        obs_mask = torch.from_numpy(self.obs_mask).to(device)
         obs = torch.from_numpy(self.obs).to(device).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
-        obs = obs * mask[:, :, None, None, None]
+        obs = obs * obs_mask[:, :, None, None, None]
         return {
             "obs": obs,
             "act": torch.from_numpy(self.act).to(device),
@@ -271,7 +276,10 @@ class Segment:
 
 
 def make_segment(episode: Episode, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Steps ``start:stop`` of ``episode``, zero-padded where they fall outside it, with the mask."""
+    """Steps ``start:stop`` of ``episode``, zero-padded where they fall outside it, with the mask.
+
+    Where the segment runs past a finished episode, the slot right after its last step gets the
+    episode's ``final_obs`` (and ``obs_mask`` True there): the frame that follows the last action."""
     if stop <= start:
         raise ValueError(f"empty segment [{start}, {stop})")
     length = stop - start
@@ -286,6 +294,11 @@ def make_segment(episode: Episode, start: int, stop: int) -> dict[str, np.ndarra
         out[name] = np.pad(x, widths)
     out["mask"] = np.zeros(length, dtype=bool)
     out["mask"][pad_left : pad_left + hi - lo] = True
+    out["obs_mask"] = out["mask"].copy()
+    after = pad_left + hi - lo  # the slot after the episode's last step, if the segment reaches it
+    if hi == len(episode) and after < length and episode.final_obs is not None:
+        out["obs"][after] = episode.final_obs
+        out["obs_mask"][after] = True
     return out
 
 
@@ -293,7 +306,8 @@ class SegmentSampler:
     """Draws batches of segments the way DIAMOND's ``BatchSampler`` does (module docstring).
 
     ``sample_weights=None`` draws every step with equal probability; DIAMOND trains all three models
-    with ``(0.1, 0.1, 0.1, 0.7)``.
+    with ``(0.1, 0.1, 0.1, 0.7)``. With ``can_sample_beyond_end`` (DIAMOND's reward/termination model)
+    a segment starts 0..L-1 steps before the drawn step and may run past the episode's end.
     """
 
     def __init__(
@@ -303,6 +317,7 @@ class SegmentSampler:
         batch_size: int,
         sample_weights: Sequence[float] | None = (0.1, 0.1, 0.1, 0.7),
         seed: int | None = None,
+        can_sample_beyond_end: bool = False,
     ) -> None:
         if seq_length < 1 or batch_size < 1:
             raise ValueError(f"seq_length and batch_size must be >= 1, got {seq_length} and {batch_size}")
@@ -310,24 +325,31 @@ class SegmentSampler:
         self.seq_length = seq_length
         self.batch_size = batch_size
         self.sample_weights = sample_weights
+        self.can_sample_beyond_end = can_sample_beyond_end
         self.rng = np.random.default_rng(seed)
 
-    def sample_ids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample_ids(self, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Episode ids, starts and stops of one batch (starts may be negative: left padding)."""
+        batch_size = batch_size or self.batch_size
         ids, lengths = self.dataset.ids, self.dataset.lengths
         probs = episode_probabilities(lengths, self.sample_weights)
-        which = self.rng.choice(len(ids), size=self.batch_size, replace=True, p=probs)
+        which = self.rng.choice(len(ids), size=batch_size, replace=True, p=probs)
         lengths = lengths[which]
         t = self.rng.integers(0, lengths)
-        # The segment ends 1..L steps after t, never past the episode's end, so it contains t.
-        stops = np.minimum(lengths, t + 1 + self.rng.integers(0, self.seq_length, size=self.batch_size))
-        starts = stops - self.seq_length
+        offsets = self.rng.integers(0, self.seq_length, size=batch_size)
+        if self.can_sample_beyond_end:  # starts 0..L-1 steps before t: padding on either side
+            starts = t - offsets
+            stops = starts + self.seq_length
+        else:  # ends 1..L steps after t, never past the episode's end, so it contains t
+            stops = np.minimum(lengths, t + 1 + offsets)
+            starts = stops - self.seq_length
         return ids[which], starts, stops
 
-    def sample(self) -> Segment:
-        episode_ids, starts, stops = self.sample_ids()
+    def sample(self, batch_size: int | None = None) -> Segment:
+        """A batch of ``batch_size`` segments (default: the sampler's)."""
+        episode_ids, starts, stops = self.sample_ids(batch_size)
         parts = [make_segment(self.dataset[i], s, e) for i, s, e in zip(episode_ids, starts, stops)]
-        stacked = {name: np.stack([p[name] for p in parts]) for name in (*FIELDS, "mask")}
+        stacked = {name: np.stack([p[name] for p in parts]) for name in (*FIELDS, "mask", "obs_mask")}
         return Segment(**stacked, episode_id=episode_ids, start=starts, stop=stops)
 
 

@@ -2,10 +2,13 @@
 
     python -m diamond_lite.pretrain --game Breakout --profile course --minutes 30
 
-Collects random-policy data with the project's own environment (nothing is downloaded), trains the world model
-of the profile on it for a time budget, measures its 3-step predictions against copying the last frame on
-held-out episodes, and writes ``data/checkpoints/<game>_world_model_<profile>.pt`` (float16 weights, a few MB)
-with a JSON report beside it. Notebooks load it to show a trained model at once, and can always train their own.
+Collects random-policy data with the project's own environment (nothing is downloaded), trains one model of
+the profile on it for a time budget, measures it on held-out episodes, and writes
+``data/checkpoints/<game>_<kind>_<profile>.pt`` (float16 weights, a few MB) with a JSON report beside it.
+Kinds: ``world_model`` (DIAMOND's EDM denoiser; scored by its 3-step predictions against copying the last
+frame), ``ddpm_world_model`` (notebook 04's baseline) and ``rew_end_model`` (the reward/termination model;
+scored by per-class precision and recall). Notebooks load them to show a trained model at once, and can always
+train their own.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from .bench import machine
 from .data import Collector, Dataset, SegmentSampler
 from .profiles import COURSE_GAME, PROFILES, Profile
 from .ddpm import DDPMWorldModel
+from .rew_end import RewEndModel, evaluate, rew_end_config
 from .world_model import WorldModel, one_step_errors, world_model_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "data" / "checkpoints"
-KINDS = {"world_model": WorldModel, "ddpm_world_model": DDPMWorldModel}
+KINDS = {"world_model": WorldModel, "ddpm_world_model": DDPMWorldModel, "rew_end_model": RewEndModel}
+HORIZON = 15  # the imagination horizon: the reward/end model trains on segments of horizon + 4 (DIAMOND)
 
 
 def checkpoint_path(game: str, profile: str, kind: str = "world_model") -> Path:
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--game", default=COURSE_GAME)
     parser.add_argument("--profile", default="course", choices=PROFILES)
     parser.add_argument("--kind", default="world_model", choices=KINDS,
-                        help="world_model (EDM, DIAMOND's) or ddpm_world_model (the DDPM baseline of notebook 04)")
+                        help="world_model (EDM, DIAMOND's), ddpm_world_model (notebook 04's baseline) or rew_end_model")
     parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -67,16 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {train_data.num_steps} train steps, {test_data.num_steps} held-out steps", flush=True)
 
     num_actions = make_env(game).action_space.n
-    model = KINDS[args.kind](world_model_config(profile.name, num_actions), game=game)
     batch_size = args.batch_size or profile.pick(smoke=4, course=16, paper=32)
-    sampler = SegmentSampler(train_data, model.n + 1, batch_size, sample_weights=None, seed=args.seed)
+    if args.kind == "rew_end_model":
+        model = RewEndModel(rew_end_config(profile.name, num_actions), game=game)
+        sampler = SegmentSampler(train_data, HORIZON + 4, batch_size, sample_weights=None, seed=args.seed, can_sample_beyond_end=True)
+    else:
+        model = KINDS[args.kind](world_model_config(profile.name, num_actions), game=game)
+        sampler = SegmentSampler(train_data, model.n + 1, batch_size, sample_weights=None, seed=args.seed)
     started = time.monotonic()
     deadline = started + 60 * args.minutes
     log_path = args.work_dir / game / f"{args.kind}_{profile.name}_log.jsonl"
     recent, mean = [], float("nan")  # losses stay on the device until logged: no sync per step on a GPU
     with open(log_path, "w") as log, tqdm(desc=f"train {args.kind}", unit="step") as bar:
         while time.monotonic() < deadline and (args.max_steps is None or model.num_updates < args.max_steps):
-            recent.append(model.train_step(sampler.sample().to_torch(model.device)))
+            loss = model.train_step(sampler.sample().to_torch(model.device))
+            recent.append(loss[0] if isinstance(loss, tuple) else loss)  # the reward/end model adds its metrics
             bar.update(1)
             if model.num_updates % 50 == 0:
                 mean, recent = torch.stack(recent).mean().item(), []
@@ -84,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.write(json.dumps({"step": model.num_updates, "loss": mean, "seconds": round(time.monotonic() - started, 1)}) + "\n")
                 log.flush()
 
-    errors = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
+    if args.kind == "rew_end_model":
+        result = evaluate(model, list(test_data), window=HORIZON)
+        errors = {head: {k: v.tolist() for k, v in result[head].items()} for head in ("rew", "end")}
+        errors |= {k: result[k].tolist() for k in ("confusion_rew", "confusion_end")}
+    else:
+        errors = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
     out = args.out or checkpoint_path(game, profile.name, args.kind)
     model.save(out, half=True)
     report = {"game": game, "profile": profile.name, "kind": args.kind, "updates": model.num_updates, "batch_size": batch_size,

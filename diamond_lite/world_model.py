@@ -22,19 +22,16 @@ Sampling starts, like DIAMOND's ``DiffusionSampler``, from plain ``N(0, I)`` noi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .component import Component
 from .edm import Denoiser, DenoiserConfig, TrainingSigmaConfig
-from .optim import make_optimizer, warmup_schedule
 from .sampler import SamplerConfig, karras_sigmas, sample
 from .unet import FourierFeatures, UNet, UNetConfig, num_groups
 
@@ -112,30 +109,11 @@ class FrameStackNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
-def fast_defaults(device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels-last) where they make the paper-size U-Net faster: measured in
-    ``docs/benchmarks.md`` (CPU with native bf16: forward 2.6 s -> 0.94 s at batch 32; GPU: both help)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(), True
-    try:
-        native_bf16 = torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") and _cpu_has_bf16()
-    except Exception:  # an old torch or an unknown CPU: stay in fp32
-        native_bf16 = False
-    return native_bf16, True
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-class WorldModel(nn.Module):
+class WorldModel(Component):
     """DIAMOND's diffusion world model, ready to train and to dream."""
 
     checkpoint_format: ClassVar[str] = CHECKPOINT_FORMAT
+    config_class: ClassVar[type] = WorldModelConfig
 
     def __init__(
         self,
@@ -146,34 +124,13 @@ class WorldModel(nn.Module):
         channels_last: bool | None = None,
         game: str | None = None,
     ) -> None:
-        super().__init__()
-        self.cfg, self.game = cfg, game
-        self.device = torch.device(device)
-        default_autocast, default_channels_last = fast_defaults(self.device)
-        self.use_autocast = default_autocast if autocast is None else autocast
-        self.channels_last = default_channels_last if channels_last is None else channels_last
+        super().__init__(cfg, device, autocast=autocast, channels_last=channels_last, game=game)
         self.denoiser = Denoiser(FrameStackNet(cfg), cfg.denoiser)
-        self.to(self.device)
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self, cfg.lr, cfg.weight_decay, cfg.eps)
-        self.scheduler = warmup_schedule(self.optimizer, cfg.lr_warmup_steps)
-        self.num_updates = 0
+        self._ready()
 
     @property
     def n(self) -> int:
         return self.cfg.num_steps_conditioning
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def _autocast(self):
-        if not self.use_autocast:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-    def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -191,16 +148,7 @@ class WorldModel(nn.Module):
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> float:
         """One AdamW update on ``batch``; returns the loss before the update."""
         self.train()
-        loss = self.loss(batch, generator)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"world-model loss is {loss.item()} at update {self.num_updates}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.num_updates += 1
-        return loss.detach()
+        return self.update(self.loss(batch, generator))
 
     # -- prediction --------------------------------------------------------------------------------
 
@@ -264,84 +212,6 @@ class WorldModel(nn.Module):
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame[:, None]], dim=1)
         return torch.stack(frames, dim=1)
-
-    # -- checkpoints -------------------------------------------------------------------------------
-
-    def save(self, path: str | Path, *, half: bool = False, with_optimizer: bool = False) -> None:
-        """Write the weights with the configuration and game (atomically). ``half`` stores weights in
-        float16 (half the size, for shipping trained models); the optimizer state is optional."""
-        state = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in self.state_dict().items()}
-        payload = {"format": self.checkpoint_format, "config": self.cfg.to_dict(), "game": self.game, "model": state,
-                   "num_updates": self.num_updates, **self._checkpoint_extra()}  # fmt: skip
-        if with_optimizer:
-            payload["optimizer"] = self.optimizer.state_dict()
-            payload["scheduler"] = self.scheduler.state_dict()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-
-    def _checkpoint_extra(self) -> dict:
-        """What a subclass stores beside the weights and configuration (DDPM: its schedule)."""
-        return {}
-
-    @classmethod
-    def _init_kwargs_from_checkpoint(cls, payload: dict) -> dict:
-        """Constructor arguments a subclass reads back from :meth:`_checkpoint_extra`'s entries."""
-        return {}
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        device: str | torch.device = "cpu",
-        *,
-        game: str | None = None,
-        config: WorldModelConfig | None = None,
-        **kwargs,
-    ) -> WorldModel:
-        """Load a checkpoint written by :meth:`save`, safely (``weights_only=True``: no code runs).
-
-        With ``game`` or ``config`` given, a checkpoint of another game or configuration is refused with a
-        message that says what differs.
-        """
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as error:
-            raise ValueError(f"{path} is not a readable world-model checkpoint ({type(error).__name__}: {error})") from None
-        if not isinstance(payload, dict) or payload.get("format") != cls.checkpoint_format:
-            found = payload.get("format") if isinstance(payload, dict) else None
-            raise ValueError(f"{path} is not a checkpoint of a {cls.__name__} (expected format {cls.checkpoint_format!r}, found {found!r})")
-        saved_cfg = WorldModelConfig.from_dict(payload["config"])
-        if game is not None and payload.get("game") != game:
-            raise ValueError(f"{path} holds a world model of {payload.get('game')!r}, not of {game!r}")
-        if config is not None and config != saved_cfg:
-            diff = _config_diff(config.to_dict(), saved_cfg.to_dict())
-            raise ValueError(f"{path} was trained with another configuration: {diff}")
-        model = cls(saved_cfg, device, game=payload.get("game"), **cls._init_kwargs_from_checkpoint(payload), **kwargs)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
-        model.load_state_dict(state)
-        model.num_updates = payload.get("num_updates", 0)
-        if "optimizer" in payload:
-            model.optimizer.load_state_dict(payload["optimizer"])
-            model.scheduler.load_state_dict(payload["scheduler"])
-        return model
-
-
-def _config_diff(expected: dict, found: dict, prefix: str = "") -> str:
-    diffs = []
-    for key in sorted(set(expected) | set(found)):
-        a, b = expected.get(key), found.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = _config_diff(a, b, f"{prefix}{key}.")
-            if inner:
-                diffs.append(inner)
-        elif a != b:
-            diffs.append(f"{prefix}{key} is {b!r} in the checkpoint, {a!r} expected")
-    return "; ".join(diffs)
 
 
 def world_model_config(profile: str, num_actions: int) -> WorldModelConfig:

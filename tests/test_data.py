@@ -9,6 +9,7 @@ import time
 import warnings
 
 import numpy as np
+import torch
 import pytest
 
 from diamond_lite.data import Collector, Dataset, Episode, SegmentSampler, episode_probabilities, make_segment
@@ -148,6 +149,45 @@ def test_sampled_segments_match_the_episodes_and_pad_only_on_the_left(tmp_path):
         assert np.array_equal(batch.obs[b, n_pad:], episode.obs[max(start, 0) : stop])
         padded += n_pad > 0
     assert padded > 0  # short episodes must produce padding
+
+
+def test_sampling_beyond_the_end_pads_both_sides_and_shows_the_final_frame(tmp_path):
+    ds = Dataset(tmp_path)
+    finished = fake_episode(6, seed=1)
+    finished.final_obs = np.full((8, 8, 3), 200, np.uint8)
+    ds.add(finished)
+    ds.add(fake_episode(30, seed=2))  # unfinished: no final frame
+    batch = SegmentSampler(ds, seq_length=8, batch_size=512, seed=0, can_sample_beyond_end=True).sample()
+    right_padded = shown_final = 0
+    for b in range(512):
+        episode, start, stop = ds[batch.episode_id[b]], batch.start[b], batch.stop[b]
+        assert stop - start == 8 and start < len(episode) and stop > 0
+        inside = np.arange(start, stop)
+        assert batch.mask[b].tolist() == ((inside >= 0) & (inside < len(episode))).tolist()
+        lo, hi = max(start, 0), min(stop, len(episode))
+        assert np.array_equal(batch.obs[b][batch.mask[b]], episode.obs[lo:hi])
+        extra = batch.obs_mask[b] & ~batch.mask[b]
+        if stop > len(episode) and episode.final_obs is not None:
+            assert extra.tolist() == (inside == len(episode)).tolist()
+            assert (batch.obs[b][extra] == 200).all()
+            shown_final += 1
+        else:
+            assert not extra.any()
+        right_padded += stop > len(episode)
+    assert right_padded > 0 and shown_final > 0
+    tensors = batch.to_torch()
+    final_slots = torch.from_numpy(batch.obs_mask & ~batch.mask)
+    assert torch.allclose(tensors["obs"][final_slots], torch.tensor(200 / 127.5 - 1))
+    assert (tensors["obs"][~torch.from_numpy(batch.obs_mask)] == 0).all()
+
+
+def test_default_sampling_never_passes_the_end(tmp_path):
+    ds = Dataset(tmp_path)
+    episode = fake_episode(5, seed=1)
+    episode.final_obs = np.full((8, 8, 3), 200, np.uint8)
+    ds.add(episode)
+    batch = SegmentSampler(ds, seq_length=8, batch_size=256, seed=0).sample()
+    assert (batch.stop <= 5).all() and np.array_equal(batch.obs_mask, batch.mask)
 
 
 def test_recency_weights_follow_diamond():

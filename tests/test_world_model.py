@@ -150,7 +150,7 @@ def test_a_pickled_payload_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": "diamond_lite.world_model/1", "payload": Evil()}, f)
-    with pytest.raises(ValueError, match="not a readable world-model checkpoint"):
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
         WorldModel.load(path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError):
