@@ -287,9 +287,12 @@ def actor_critic_config(profile: str, num_actions: int) -> ActorCriticConfig:
     return ActorCriticConfig(num_actions=num_actions, **sizes)
 
 
-def evaluate_policy(policy, env, num_episodes: int, progress: bool = True) -> list[float]:
+def evaluate_policy(policy, env, num_episodes: int, *, max_steps: int | None = None, progress: bool = True) -> list[float]:
     """Undiscounted returns of ``num_episodes`` whole episodes of ``policy`` in the real ``env`` (test split:
-    a game runs over all lives), with ``policy.reset()`` at each start if it has one."""
+    a game runs over all lives), with ``policy.reset()`` at each start if it has one.
+
+    ``max_steps`` cuts an episode short (the paper has only the 108k-frame cap, 27k steps, which an agent that
+    never serves the ball in Breakout reaches; smaller profiles cap it to bound their time)."""
     from tqdm.auto import tqdm
 
     returns = []
@@ -297,10 +300,11 @@ def evaluate_policy(policy, env, num_episodes: int, progress: bool = True) -> li
         obs, _ = env.reset()
         if hasattr(policy, "reset"):
             policy.reset()
-        total, done = 0.0, False
+        total, done, steps = 0.0, False, 0
         while not done:
             obs, rew, end, trunc, _ = env.step(policy(obs))
             total += float(rew)
-            done = end or trunc
+            steps += 1
+            done = end or trunc or (max_steps is not None and steps >= max_steps)
         returns.append(total)
     return returns

@@ -250,6 +250,7 @@ def test_evaluate_policy_plays_whole_episodes():
             return np.zeros((4, 4, 3), np.uint8), float(action), self.t >= 3, False, {}
 
     assert evaluate_policy(lambda obs: 2, Short(), 4, progress=False) == [6.0] * 4
+    assert evaluate_policy(lambda obs: 2, Short(), 2, max_steps=2, progress=False) == [4.0] * 2
 
 
 def test_checkpoint_round_trip(tmp_path):

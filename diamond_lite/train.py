@@ -1,0 +1,562 @@
+"""The full DIAMOND loop on one Atari game (Alonso et al. 2024, Algorithm 1; notebook 07).
+
+    python -m diamond_lite.train --game Breakout --profile course --out runs/breakout
+    python -m diamond_lite.train --resume runs/breakout
+
+The schedule, as DIAMOND's ``src/trainer.py`` runs it:
+
+1. **First collection**: a random policy plays until the data holds at least ``first_epoch_min`` steps and
+   ``first_epoch_threshold_rew`` non-zero rewards of the rarer signs, or ``first_epoch_max`` steps.
+   The remaining budget of real steps fixes the number of collecting epochs.
+2. **Each epoch**: collect ``steps_per_epoch`` real steps with the current policy (ε = 0.01); train the world
+   model, the reward/termination model and the actor-critic (in imagination) for their number of steps each
+   (more in the first epoch); every ``evaluation_every`` epochs, play test episodes (ε = 0); save a checkpoint.
+3. After the collecting epochs, ``num_final_epochs`` more epochs of training only; then a final evaluation over
+   ``final_test_episodes`` test episodes (100 in the paper).
+
+``--model-free`` trains the actor-critic on the real game only (batched real environments), DIAMOND's switch.
+
+The run folder holds ``config.json``, ``dataset/`` (one file per episode, written as it is collected),
+``checkpoints/`` (everything needed to resume, written atomically after each epoch, the newest few kept),
+``metrics.jsonl`` (one JSON line per event) and ``results.json`` (the final evaluation). ``--resume`` continues
+after the last checkpoint: every collected episode kept, models, optimisers, counters and random states restored,
+and the metrics log cut back to that epoch so it continues without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .actor_critic import ActorCritic, ActorCriticConfig, EnvLoop, Policy, actor_critic_config, evaluate_policy
+from .atari import check_game, make_env
+from .component import config_diff, read_checkpoint, write_atomic
+from .data import Collector, Dataset, SegmentSampler
+from .imagination import ImaginationEnv, RealVectorEnv
+from .profiles import PROFILES, Profile
+from .rew_end import RewEndConfig, RewEndModel, rew_end_config
+from .world_model import WorldModel, WorldModelConfig, world_model_config
+
+STATE_FORMAT = "diamond_lite.train_state/1"
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentTraining:
+    """How much one model trains (DIAMOND ``config/trainer.yaml``, ``<model>.training``)."""
+
+    steps_first_epoch: int
+    steps_per_epoch: int = 400
+    batch_size: int = 32
+    sample_weights: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1, 0.7])
+
+
+@dataclass
+class CollectionConfig:
+    """Real-environment budgets (DIAMOND ``collection``): 100k agent steps, 100 per epoch."""
+
+    num_steps_total: int = 100_000
+    steps_per_epoch: int = 100
+    first_epoch_min: int = 5_000
+    first_epoch_max: int = 10_000
+    first_epoch_threshold_rew: int = 10
+    epsilon: float = 0.01
+    test_epsilon: float = 0.0
+    test_episodes: int = 4
+    final_test_episodes: int = 100
+    test_max_steps: int = 0  # 0: no cap but the game's own 108k-frame limit (the paper)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on. ``run_config(game, profile)`` fills it; ``--set`` overrides any field."""
+
+    game: str
+    profile: str
+    world_model: WorldModelConfig
+    rew_end_model: RewEndConfig
+    actor_critic: ActorCriticConfig
+    training_world_model: ComponentTraining
+    training_rew_end_model: ComponentTraining
+    training_actor_critic: ComponentTraining
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    seed: int = 0
+    model_free: bool = False
+    horizon: int = 15
+    num_denoising_steps: int = 3
+    num_final_epochs: int = 50
+    evaluation_every: int = 10
+    checkpoints_to_keep: int = 3
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        d["world_model"] = WorldModelConfig.from_dict(d["world_model"])
+        d["rew_end_model"] = RewEndConfig.from_dict(d["rew_end_model"])
+        d["actor_critic"] = ActorCriticConfig.from_dict(d["actor_critic"])
+        for key in ("training_world_model", "training_rew_end_model", "training_actor_critic"):
+            d[key] = ComponentTraining(**d[key])
+        d["collection"] = CollectionConfig(**d["collection"])
+        return cls(**d)
+
+
+def run_config(game: str, profile: str) -> RunConfig:
+    """The run of each profile. ``paper`` is DIAMOND's, unchanged (``data/diamond_hyperparameters.json`` is the
+    table a test compares it with). ``course`` shrinks the models and budgets to run on a laptop CPU in about two
+    hours; ``smoke`` runs end to end in seconds for CI. The algorithm is the same in all three."""
+    game = check_game(game)
+    p = Profile(profile)
+    num_actions = int(make_env(game).action_space.n)
+    budgets = p.pick(
+        smoke=dict(first=(4, 4, 4), per_epoch=(2, 2, 2), batch=(2, 2, 2)),
+        course=dict(first=(1000, 600, 200), per_epoch=(40, 30, 15), batch=(16, 8, 8)),
+        paper=dict(first=(10_000, 10_000, 5_000), per_epoch=(400, 400, 400), batch=(32, 32, 32)),
+    )
+    trainings = [ComponentTraining(f, s, b) for f, s, b in zip(budgets["first"], budgets["per_epoch"], budgets["batch"])]
+    collection = p.pick(
+        smoke=CollectionConfig(num_steps_total=300, steps_per_epoch=50, first_epoch_min=200, first_epoch_max=250,
+                               test_episodes=1, final_test_episodes=1, test_max_steps=200),
+        course=CollectionConfig(num_steps_total=10_000, steps_per_epoch=100, first_epoch_min=2_000, first_epoch_max=4_000,
+                                test_episodes=4, final_test_episodes=20, test_max_steps=5_000),
+        paper=CollectionConfig(),
+    )  # fmt: skip
+    return RunConfig(
+        game=game,
+        profile=p.name,
+        world_model=world_model_config(p.name, num_actions),
+        rew_end_model=rew_end_config(p.name, num_actions),
+        actor_critic=actor_critic_config(p.name, num_actions),
+        training_world_model=trainings[0],
+        training_rew_end_model=trainings[1],
+        training_actor_critic=trainings[2],
+        collection=collection,
+        num_final_epochs=p.pick(smoke=1, course=10, paper=50),
+        evaluation_every=p.pick(smoke=2, course=10, paper=10),
+    )
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """``key=value`` overrides of any field, by dotted path (``world_model.lr=3e-4``, ``seed=1``).
+
+    The value is a Python literal of the field's type; an unknown key, or a value of another type, raises a
+    ``ValueError`` that names the key and what it accepts.
+    """
+    d = cfg.to_dict()
+    leaves = dict(_leaves(d))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value")
+        if key not in leaves:
+            close = [k for k in leaves if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; accepted keys: {', '.join(sorted(leaves))}"
+            raise ValueError(f"unknown configuration key {key!r}{hint}")
+        if key in ("game", "profile"):
+            raise ValueError(f"{key!r} is set by --{key}, not by --set")
+        current = leaves[key]
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        value = _check_type(key, current, value)
+        target = d
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target[part]
+        target[last] = value
+        leaves[key] = value
+    return RunConfig.from_dict(d)
+
+
+def _leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _type_name(value) -> str:
+    if isinstance(value, list):
+        inner = {_type_name(v) for v in value} or {"value"}
+        return f"a list of {' or '.join(sorted(inner))}"
+    return {bool: "a bool (True or False)", int: "an int", float: "a float", str: "a string"}.get(type(value), type(value).__name__)
+
+
+def _check_type(key: str, current, value):
+    ok = False
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(current, str):
+        ok = isinstance(value, str)
+    elif isinstance(current, list):
+        ok = isinstance(value, list) and all(_check_type_ok(current[0] if current else v, v) for v in value)
+        if ok and current and isinstance(current[0], float):
+            value = [float(v) for v in value]
+    if not ok:
+        raise ValueError(f"--set {key}={value!r}: {key} takes {_type_name(current)} (now {current!r})")
+    return value
+
+
+def _check_type_ok(current, value) -> bool:
+    try:
+        _check_type("", current, value)
+        return True
+    except ValueError:
+        return False
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+class Run:
+    """One training run in its folder: models, data, samplers, imagination, counters, log (module docstring)."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, device: str = "cpu", *, progress: bool = True) -> None:
+        self.cfg, self.dir, self.progress = cfg, Path(out), progress
+        self.device = torch.device(device)
+        self._check_writable()
+        (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        config_path = self.dir / "config.json"
+        if not config_path.exists():
+            _write_text_atomic(config_path, json.dumps(cfg.to_dict(), indent=1) + "\n")
+        _seed_everything(cfg.seed)
+        self.dataset = Dataset(self.dir / "dataset" / "train")
+        game, seed = cfg.game, cfg.seed
+        self.world_model = WorldModel(cfg.world_model, self.device, game=game)
+        self.rew_end_model = RewEndModel(cfg.rew_end_model, self.device, game=game)
+        self.actor_critic = ActorCritic(cfg.actor_critic, self.device, game=game)
+        self.policy = Policy(self.actor_critic, epsilon=cfg.collection.epsilon, seed=seed)
+        self.collector = Collector(make_env(game, split="train", seed=seed), self.dataset, self.policy, seed=seed)
+        t = cfg.training_world_model, cfg.training_rew_end_model, cfg.training_actor_critic
+        n = cfg.world_model.num_steps_conditioning
+        self.samplers = {
+            "world_model": SegmentSampler(self.dataset, n + 1, t[0].batch_size, t[0].sample_weights, seed=seed),
+            "rew_end_model": SegmentSampler(self.dataset, cfg.horizon + n, t[1].batch_size, t[1].sample_weights, seed=seed + 1,
+                                            can_sample_beyond_end=True),  # fmt: skip
+            "actor_critic": SegmentSampler(self.dataset, n, t[2].batch_size, t[2].sample_weights, seed=seed + 2),
+        }
+        if cfg.model_free:
+            envs = [make_env(game, split="train", seed=seed + 1000 + i) for i in range(t[2].batch_size)]
+            rl_env = RealVectorEnv(envs, self.device)
+        else:
+            rl_env = ImaginationEnv(self.world_model, self.rew_end_model, self.samplers["actor_critic"], num_envs=t[2].batch_size,
+                                    horizon=cfg.horizon, num_denoising_steps=cfg.num_denoising_steps)  # fmt: skip
+        self.env_loop = EnvLoop(rl_env, self.actor_critic)
+        self.epoch = 0
+        self.num_epochs_collect: int | None = None
+        self.test_returns: list[float] = []
+        if not any(self.dir.glob("checkpoints/epoch_*.pt")):
+            self.save_checkpoint()  # so that a run killed during its first collection can resume too
+
+    # -- the schedule ------------------------------------------------------------------------------
+
+    @property
+    def num_epochs(self) -> int | None:
+        return None if self.num_epochs_collect is None else self.num_epochs_collect + self.cfg.num_final_epochs
+
+    def run(self, max_epochs: int | None = None) -> dict | None:
+        """Run (or continue) the schedule; ``max_epochs`` stops early after that many epochs in this call.
+        Returns the final results once the run is complete."""
+        from tqdm.auto import tqdm
+
+        if self.num_epochs_collect is None:
+            self.first_collection()
+            self.save_checkpoint()
+        bar = tqdm(total=self.num_epochs, initial=self.epoch, desc=f"{self.cfg.game} ({self.cfg.profile})", unit="epoch",
+                   disable=not self.progress)  # fmt: skip
+        done_here = 0
+        while self.epoch < self.num_epochs and (max_epochs is None or done_here < max_epochs):
+            self.epoch += 1
+            started = time.monotonic()
+            if self.epoch <= self.num_epochs_collect and not self.cfg.model_free:
+                self.collect(self.cfg.collection.steps_per_epoch)
+            losses = self.train_models()
+            if self.epoch % self.cfg.evaluation_every == 0:
+                self.evaluate(self.cfg.collection.test_episodes)
+            self.log("epoch", seconds=round(time.monotonic() - started, 2), env_steps=self.dataset.num_steps)
+            self.save_checkpoint()
+            done_here += 1
+            bar.update(1)
+            latest = f"{np.mean(self.test_returns):.1f}" if self.test_returns else "-"
+            bar.set_postfix(steps=self.dataset.num_steps, **{k: f"{v:.3g}" for k, v in losses.items()}, test_return=latest)
+        bar.close()
+        if self.epoch >= self.num_epochs:
+            return self.final_evaluation()
+        return None
+
+    def first_collection(self) -> None:
+        """Random play until enough steps and rare rewards (DIAMOND's ``collect_initial_dataset``)."""
+        c = self.cfg.collection
+        if self.cfg.model_free:
+            self.num_epochs_collect = max(1, c.num_steps_total // c.steps_per_epoch)
+            return
+        random_policy = self.collector.policy
+        self.collector.policy = _RandomPolicy(self.collector.env, self.cfg.seed)
+        missing = c.first_epoch_min - self.dataset.num_steps
+        if missing > 0:
+            self.collect(missing, event="first_collection")
+        while self.dataset.num_steps < c.first_epoch_max and _minority_rewards(self.dataset) < c.first_epoch_threshold_rew:
+            self.collect(c.steps_per_epoch, event="first_collection")
+        self.collector.policy = random_policy
+        remaining = max(0, c.num_steps_total - self.dataset.num_steps)
+        self.num_epochs_collect = -(-remaining // c.steps_per_epoch)
+
+    def collect(self, num_steps: int, event: str = "collect") -> None:
+        finished = self.collector.collect(num_steps=num_steps, progress=False)
+        returns = [e["score"] for e in finished]
+        self.log(event, steps=num_steps, env_steps=self.dataset.num_steps, episodes=len(finished),
+                 returns=returns)  # fmt: skip
+
+    def train_models(self) -> dict[str, float]:
+        """Each model's steps for this epoch (the first epoch's budget in epoch 1); the mean losses."""
+        cfg, first = self.cfg, self.epoch == 1
+        plan = [("actor_critic", cfg.training_actor_critic)] if cfg.model_free else [
+            ("world_model", cfg.training_world_model), ("rew_end_model", cfg.training_rew_end_model),
+            ("actor_critic", cfg.training_actor_critic)]  # fmt: skip
+        means = {}
+        for name, training in plan:
+            steps = training.steps_first_epoch if first else training.steps_per_epoch
+            losses, extra = [], {}
+            started = time.monotonic()
+            for _ in range(steps):
+                if name == "world_model":
+                    losses.append(self.world_model.train_step(self.samplers[name].sample().to_torch(self.device)))
+                elif name == "rew_end_model":
+                    loss, metrics = self.rew_end_model.train_step(self.samplers[name].sample().to_torch(self.device))
+                    losses.append(loss)
+                    for k in ("confusion_rew", "confusion_end"):
+                        extra[k] = extra.get(k, 0) + metrics[k]
+                else:
+                    loss, metrics = self.actor_critic.train_step(self.env_loop)
+                    losses.append(loss)
+                    for k in ("return", "entropy", "loss_values", "reward"):
+                        extra.setdefault(k, []).append(metrics[k])
+            if not losses:
+                continue
+            means[name] = torch.stack(losses).mean().item()  # one host sync per model per epoch
+            summary = {k: (v.tolist() if k.startswith("confusion") else torch.stack(v).mean().item()) for k, v in extra.items()}
+            self.log(f"train_{name}", steps=steps, loss=means[name], seconds=round(time.monotonic() - started, 2), **summary)
+        return means
+
+    def evaluate(self, num_episodes: int, event: str = "evaluate") -> list[float]:
+        c = self.cfg.collection
+        env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 10_000 + self.epoch)
+        policy = Policy(self.actor_critic, epsilon=c.test_epsilon, seed=self.cfg.seed + self.epoch)
+        returns = evaluate_policy(policy, env, num_episodes, max_steps=c.test_max_steps or None, progress=False)
+        self.test_returns = returns
+        self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
+        return returns
+
+    def final_evaluation(self) -> dict:
+        if (self.dir / "results.json").exists():  # a finished run, resumed again
+            return json.loads((self.dir / "results.json").read_text())
+        returns = self.evaluate(self.cfg.collection.final_test_episodes, event="final_evaluation")
+        from .scores import human_normalized_score
+
+        results = {"game": self.cfg.game, "profile": self.cfg.profile, "seed": self.cfg.seed, "epochs": self.epoch,
+                   "env_steps": self.dataset.num_steps, "returns": returns, "mean": float(np.mean(returns)),
+                   "std": float(np.std(returns)), "hns": float(human_normalized_score(self.cfg.game, float(np.mean(returns))))}  # fmt: skip
+        _write_text_atomic(self.dir / "results.json", json.dumps(results, indent=1) + "\n")
+        return results
+
+    # -- log, checkpoints, resume ------------------------------------------------------------------
+
+    def log(self, event: str, **values: Any) -> None:
+        record = {"event": event, "epoch": self.epoch, "time": round(time.time(), 2), **values}
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def save_checkpoint(self) -> Path:
+        """Models, optimisers, counters and every random state, in one file written atomically."""
+        models = {name: getattr(self, name) for name in ("world_model", "rew_end_model", "actor_critic")}
+        payload = {
+            "format": STATE_FORMAT,
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "num_epochs_collect": self.num_epochs_collect,
+            "env_steps": self.dataset.num_steps,
+            "models": {k: m.state_dict() for k, m in models.items()},
+            "optimizers": {k: m.optimizer.state_dict() for k, m in models.items()},
+            "schedulers": {k: m.scheduler.state_dict() for k, m in models.items()},
+            "num_updates": {k: m.num_updates for k, m in models.items()},
+            "rng": _rng_state(self),
+        }
+        path = self.dir / "checkpoints" / f"epoch_{self.epoch:05d}.pt"
+        write_atomic(payload, path)
+        for old in sorted(self.dir.glob("checkpoints/epoch_*.pt"))[: -self.cfg.checkpoints_to_keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def resume(cls, out: str | Path, device: str = "cpu", *, progress: bool = True) -> Run:
+        """The run in ``out``, restored from its newest checkpoint that loads."""
+        out = Path(out)
+        config_path = out / "config.json"
+        if not config_path.exists():
+            raise ValueError(f"{out} is not a run folder (no config.json)")
+        cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
+        candidates = sorted(out.glob("checkpoints/epoch_*.pt"), reverse=True)
+        if not candidates:
+            raise ValueError(f"{out} has no checkpoint to resume from")
+        payload, errors = None, []
+        for path in candidates:
+            try:
+                payload = read_checkpoint(path, STATE_FORMAT, "training run")
+                break
+            except ValueError as error:
+                errors.append(str(error))
+        if payload is None:
+            raise ValueError(f"no checkpoint of {out} loads: {'; '.join(errors)}")
+        saved = RunConfig.from_dict(payload["config"])
+        if saved != cfg:
+            raise ValueError(f"{path} belongs to another configuration: {config_diff(cfg.to_dict(), saved.to_dict())}")
+        run = cls(cfg, out, device, progress=progress)
+        for name in ("world_model", "rew_end_model", "actor_critic"):
+            model = getattr(run, name)
+            model.load_state_dict(payload["models"][name])
+            model.optimizer.load_state_dict(payload["optimizers"][name])
+            model.scheduler.load_state_dict(payload["schedulers"][name])
+            model.num_updates = payload["num_updates"][name]
+        run.epoch, run.num_epochs_collect = payload["epoch"], payload["num_epochs_collect"]
+        _set_rng_state(run, payload["rng"])
+        run._truncate_log()
+        run.log("resume", from_checkpoint=path.name, env_steps=run.dataset.num_steps)
+        return run
+
+    def _truncate_log(self) -> None:
+        """Drop what was logged after the checkpoint's epoch: that epoch runs again, so nothing is duplicated."""
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the crash
+            if record.get("epoch", 0) <= self.epoch:
+                kept.append(line)
+        _write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    def _check_writable(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write_test"
+            probe.write_bytes(b"0" * 1024)
+            probe.unlink()
+        except OSError as error:
+            raise ValueError(f"cannot write in the run folder {self.dir}: {error.strerror or error}") from None
+
+
+class _RandomPolicy:
+    def __init__(self, env, seed: int) -> None:
+        self.space = env.action_space
+        self.space.seed(seed)
+
+    def __call__(self, obs) -> int:
+        return int(self.space.sample())
+
+
+def _minority_rewards(dataset: Dataset) -> int:
+    """Rewards of the rarer signs (DIAMOND's ``total_minority_rew``: all counts but the largest)."""
+    counts = dataset.statistics()["reward_sign_counts"] if len(dataset) else {}
+    return int(sum(sorted(counts.values())[:-1])) if counts else 0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(run: Run) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "samplers": {k: json.dumps(s.rng.bit_generator.state) for k, s in run.samplers.items()},
+        "policy": run.policy.generator.get_state(),
+        "action_space": json.dumps(run.collector.env.action_space.np_random.bit_generator.state),
+    }
+
+
+def _set_rng_state(run: Run, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    for k, s in run.samplers.items():
+        s.rng.bit_generator.state = json.loads(state["samplers"][k])
+    run.policy.generator.set_state(state["policy"])
+    run.collector.env.action_space.np_random.bit_generator.state = json.loads(state["action_space"])
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--game", help="an Atari 100k game, e.g. Breakout")
+    parser.add_argument("--profile", default="course", help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--out", type=Path, help="the run folder (created)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration field, e.g. --set world_model.lr=3e-4 (repeatable)")
+    parser.add_argument("--model-free", action="store_true", help="train the actor-critic on the real game only")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs (resume later)")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            run = Run.resume(args.resume, args.device)
+        else:
+            if not args.game or not args.out:
+                raise ValueError("a new run needs --game and --out (or --resume DIR)")
+            cfg = run_config(args.game, args.profile)
+            overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+            overrides += ["model_free=True"] if args.model_free else []
+            cfg = apply_overrides(cfg, overrides)
+            if (args.out / "config.json").exists():
+                raise ValueError(f"{args.out} already holds a run; use --resume {args.out} to continue it")
+            run = Run(cfg, args.out, args.device)
+        results = run.run(max_epochs=args.max_epochs)
+    except (ValueError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if results is not None:
+        print(json.dumps({k: v for k, v in results.items() if k != "returns"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The full loop: a smoke run end to end, resume after kill -9, override validation, the paper profile."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diamond_lite import train
+from diamond_lite.component import read_checkpoint
+from diamond_lite.data import Dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def events(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out)]) == 0
+    cfg = train.RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+    assert cfg == train.run_config("Breakout", "smoke")
+    results = json.loads((out / "results.json").read_text())
+    assert results["env_steps"] >= cfg.collection.num_steps_total and len(results["returns"]) == cfg.collection.final_test_episodes
+    log = events(out)
+    epochs = [e["epoch"] for e in log if e["event"] == "epoch"]
+    assert epochs == list(range(1, results["epochs"] + 1))
+    for name in ("world_model", "rew_end_model", "actor_critic"):
+        first = next(e for e in log if e["event"] == f"train_{name}")
+        assert first["steps"] == getattr(cfg, f"training_{name}").steps_first_epoch
+    assert {"first_collection", "collect", "evaluate", "final_evaluation"} <= {e["event"] for e in log}
+    checkpoints = sorted((out / "checkpoints").glob("epoch_*.pt"))
+    assert 0 < len(checkpoints) <= cfg.checkpoints_to_keep
+    state = read_checkpoint(checkpoints[-1], train.STATE_FORMAT, "run")
+    assert state["epoch"] == results["epochs"]
+    # a second start in the same folder is refused; resuming a finished run returns its results
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out)]) == 2
+    assert train.Run.resume(out, progress=False).run() == results
+
+
+def test_model_free_switch_trains_only_the_actor_critic(tmp_path):
+    out = tmp_path / "mf"
+    args = ["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--model-free", "--set", "num_final_epochs=0",
+            "--set", "collection.num_steps_total=100"]  # fmt: skip
+    assert train.main(args) == 0
+    names = {e["event"] for e in events(out)}
+    assert "train_actor_critic" in names and "train_world_model" not in names and "first_collection" not in names
+
+
+def test_overrides_are_validated():
+    cfg = train.run_config("Breakout", "smoke")
+    changed = train.apply_overrides(cfg, ["world_model.lr=3e-4", "seed=7", "collection.epsilon=0", "actor_critic.channels=[4, 4, 4, 4]"])
+    assert changed.world_model.lr == 3e-4 and changed.seed == 7 and changed.collection.epsilon == 0.0
+    assert changed.actor_critic.channels == [4, 4, 4, 4] and isinstance(changed.collection.epsilon, float)
+    with pytest.raises(ValueError, match="unknown configuration key 'world_model.learning_rate'.*accepted keys"):
+        train.apply_overrides(cfg, ["world_model.learning_rate=1"])
+    with pytest.raises(ValueError, match="did you mean world_model.lr"):
+        train.apply_overrides(cfg, ["lr=1"])
+    with pytest.raises(ValueError, match="seed takes an int"):
+        train.apply_overrides(cfg, ["seed=1.5"])
+    with pytest.raises(ValueError, match="model_free takes a bool"):
+        train.apply_overrides(cfg, ["model_free=1"])
+    with pytest.raises(ValueError, match="channels takes a list of an int"):
+        train.apply_overrides(cfg, ["actor_critic.channels=[1.5]"])
+    with pytest.raises(ValueError, match="key=value"):
+        train.apply_overrides(cfg, ["seed"])
+
+
+def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(tmp_path / "r"), "--set", "horizon=long"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set horizon='long': horizon takes an int") and "Traceback" not in err
+    assert train.main(["--game", "Pacman", "--out", str(tmp_path / "r")]) == 2
+    assert "Pacman" in capsys.readouterr().err
+    assert train.main(["--game", "Breakout", "--profile", "fast", "--out", str(tmp_path / "r")]) == 2
+    assert "accepted profiles" in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_paper_profile_is_the_papers_table():
+    table = json.loads((ROOT / "data" / "diamond_hyperparameters.json").read_text())
+    cfg = train.run_config("Breakout", "paper")
+    flat = dict(train._leaves(cfg.to_dict()))
+    for key, expected in table["run_config"].items():
+        assert flat[key] == expected, f"{key}: {flat[key]!r} in the paper profile, {expected!r} in the paper"
+    # Derived quantities the paper states
+    c = cfg.collection
+    assert (c.num_steps_total - c.first_epoch_min) // c.steps_per_epoch + cfg.num_final_epochs == table["derived"]["epochs"]
+
+
+def run_in_background(args, out):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "diamond_lite.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_kill_and_resume_keeps_everything(tmp_path):
+    out = tmp_path / "run"
+    args = ["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--set", "collection.num_steps_total=500",
+            "--set", "num_final_epochs=2", "--set", "evaluation_every=100"]  # fmt: skip
+    proc = run_in_background(args, out)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # kill once an epoch is checkpointed and the next is under way
+        if len(list((out / "checkpoints").glob("epoch_*.pt"))) >= 2 and "train_" in (out / "metrics.jsonl").read_text().splitlines()[-1]:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists(), "the run finished before the kill: the test proved nothing"
+    steps_before = Dataset(out / "dataset" / "train").num_steps
+    assert steps_before > 0
+    run = train.Run.resume(out, progress=False)
+    resumed_epoch = run.epoch
+    assert run.dataset.num_steps == steps_before  # every collected step kept
+    results = run.run()
+    log = events(out)
+    epochs = [e["epoch"] for e in log if e["event"] == "epoch"]
+    assert epochs == list(range(1, results["epochs"] + 1)), "each epoch logged once, none missing"
+    assert [e["epoch"] for e in log] == sorted(e["epoch"] for e in log)
+    assert any(e["event"] == "resume" and e["epoch"] == resumed_epoch for e in log)
+    for path in (out / "checkpoints").glob("epoch_*.pt"):
+        read_checkpoint(path, train.STATE_FORMAT, "run")
+    for episode in Dataset(out / "dataset" / "train"):
+        assert len(episode) > 0
+    assert results["env_steps"] >= steps_before
