@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KERNEL := diamond-lite
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: setup lab test notebooks pretrain clean
+.PHONY: setup lab test notebooks pretrain train clean
 GAME ?= Breakout
+PROFILE ?= course
+OUT ?= runs/$(GAME)-$(PROFILE)
 
 setup: $(STAMP)
 
@@ -32,12 +34,20 @@ test: setup
 notebooks: setup
 	$(PY) -m diamond_lite.run_notebooks --profile course $(NOTEBOOKS)
 
-# Trains the course-profile world models for GAME into data/checkpoints/: DIAMOND's EDM model for 30 minutes
-# on a laptop CPU, then the DDPM baseline of notebook 04 for the same number of updates on the same data.
+# Trains the course-profile models for GAME into data/checkpoints/: DIAMOND's EDM world model for 30 minutes on a
+# laptop CPU, the reward/termination model for 20, then the DDPM baseline of notebook 04 for the EDM model's number
+# of updates on the same data.
 pretrain: setup
 	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --minutes 30
+	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind rew_end_model --minutes 20
 	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind ddpm_world_model --minutes 60 \
 		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(GAME)_world_model_course.json'))['updates'])")
+
+# A full DIAMOND run (python -m diamond_lite.train): `make train GAME=Pong PROFILE=paper`. Continues the run in OUT
+# if there is one (after a crash or a kill), else starts it. Extra options: ARGS="--set seed=1 --device cuda".
+train: setup
+	if [ -f $(OUT)/config.json ]; then $(PY) -m diamond_lite.train --resume $(OUT) $(ARGS); \
+	else $(PY) -m diamond_lite.train --game $(GAME) --profile $(PROFILE) --out $(OUT) $(ARGS); fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -131,3 +131,31 @@ def test_kill_and_resume_keeps_everything(tmp_path):
     for episode in Dataset(out / "dataset" / "train"):
         assert len(episode) > 0
     assert results["env_steps"] >= steps_before
+
+
+def test_evaluate_scores_runs_against_the_published_table(tmp_path, capsys):
+    from diamond_lite import evaluate
+
+    for seed, returns in ((0, [1.0, 3.0]), (1, [5.0, 7.0])):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({"game": "Breakout", "profile": "smoke", "seed": seed, "returns": returns,
+                                                      "mean": sum(returns) / 2, "std": 1.0}))  # fmt: skip
+    assert evaluate.main([str(tmp_path / "run0"), str(tmp_path / "run1"), "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    g = summary["games"]["Breakout"]
+    assert g["runs"] == 2 and g["return_mean"] == 4.0 and abs(g["hns"] - (4.0 - 1.7) / (30.5 - 1.7)) < 1e-9
+    low, high = summary["aggregates"]["mean"]["ci95"]
+    assert low <= g["hns"] <= high and low < high  # two runs that differ: a real interval
+    assert "| Breakout | 2 | 4.0 ± 1.0 |" in text and "DIAMOND 1.459" in text and (tmp_path / "s.png").stat().st_size > 0
+    assert evaluate.main([str(tmp_path / "missing")]) == 2
+
+
+def test_evaluate_scores_an_unfinished_run_from_its_checkpoint(tmp_path):
+    from diamond_lite import evaluate
+
+    out = tmp_path / "run"
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--max-epochs", "0"]) == 0
+    result = evaluate.run_result(out, episodes=1, progress=False)
+    assert result["unfinished"] and len(result["returns"]) == 1

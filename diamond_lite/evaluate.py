@@ -1,0 +1,149 @@
+"""Score finished runs against the published Atari 100k results (notebook 07).
+
+    python -m diamond_lite.evaluate runs/breakout-0 runs/breakout-1 [--plot scores.png] [--json scores.json]
+
+For each run: the mean and standard deviation of its final test returns (``results.json``: 100 episodes in the
+paper profile, actions sampled from the policy with ε = 0, as DIAMOND evaluates) and its human-normalised score
+(HNS). A run that has not finished is scored from its newest checkpoint over ``--episodes`` new test episodes.
+Across runs and games: mean, median and interquartile mean of the HNS with stratified-bootstrap 95% confidence
+intervals (Agarwal et al. 2021), and a table and plot beside DIAMOND's and IRIS's published per-game scores
+(``data/atari100k_scores.json``; DreamerV3's per-game scores are not in it, only its headline mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import scores
+
+COMPARED = ("DIAMOND", "IRIS")
+
+
+def run_result(run_dir: str | Path, episodes: int = 10, progress: bool = True) -> dict:
+    """The final results of a run, or a fresh evaluation of its newest checkpoint when it has none."""
+    run_dir = Path(run_dir)
+    results = run_dir / "results.json"
+    if results.exists():
+        return json.loads(results.read_text())
+    from .actor_critic import ActorCritic, Policy, evaluate_policy
+    from .atari import make_env
+    from .component import read_checkpoint
+    from .train import STATE_FORMAT, RunConfig
+
+    if not (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    checkpoints = sorted(run_dir.glob("checkpoints/epoch_*.pt"))
+    if not checkpoints:
+        raise ValueError(f"{run_dir} has neither results.json nor a checkpoint")
+    state = read_checkpoint(checkpoints[-1], STATE_FORMAT, "training run")
+    agent = ActorCritic(cfg.actor_critic, game=cfg.game)
+    agent.load_state_dict(state["models"]["actor_critic"])
+    env = make_env(cfg.game, split="test", seed=cfg.seed + 20_000)
+    returns = evaluate_policy(Policy(agent, epsilon=cfg.collection.test_epsilon, seed=cfg.seed), env, episodes,
+                              max_steps=cfg.collection.test_max_steps or None, progress=progress)  # fmt: skip
+    return {"game": cfg.game, "profile": cfg.profile, "seed": cfg.seed, "epochs": state["epoch"], "env_steps": state["env_steps"],
+            "returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
+            "hns": scores.human_normalized_score(cfg.game, float(np.mean(returns))), "unfinished": True}  # fmt: skip
+
+
+def summarize(results: list[dict], n_boot: int = 2000) -> dict:
+    """Per game (runs pooled) and across games: HNS aggregates with bootstrap CIs where runs are balanced."""
+    by_game: dict[str, list[dict]] = {}
+    for r in results:
+        by_game.setdefault(r["game"], []).append(r)
+    ref = scores.load_reference()
+    games = {}
+    for game, runs in sorted(by_game.items()):
+        means = [r["mean"] for r in runs]
+        games[game] = {
+            "runs": len(runs),
+            "return_mean": float(np.mean(means)),
+            "return_std_over_episodes": float(np.mean([r["std"] for r in runs])),
+            "return_std_over_runs": float(np.std(means)),
+            "hns": float(scores.human_normalized_score(game, float(np.mean(means)))),
+            "random": ref["random"]["scores"][game],
+            "human": ref["human"]["scores"][game],
+            **{m: float(scores.published(m)[game].mean()) for m in COMPARED},
+        }
+    out = {"games": games}
+    counts = {g["runs"] for g in games.values()}
+    if len(counts) == 1:  # a (runs, games) matrix: the rliable aggregates and their CIs
+        matrix = np.array([[scores.human_normalized_score(game, r["mean"]) for r in runs] for game, runs in sorted(by_game.items())]).T
+        out["aggregates"] = {
+            stat: {"value": scores.point_estimate(matrix, stat), "ci95": list(scores.bootstrap_ci(matrix, stat, n_boot=n_boot))}
+            for stat in ("mean", "median", "iqm")
+        }
+    return out
+
+
+def table(summary: dict) -> str:
+    header = "| game | runs | return (mean ± std) | HNS | " + " | ".join(COMPARED) + " | random | human |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for game, g in summary["games"].items():
+        lines.append(f"| {game} | {g['runs']} | {g['return_mean']:.1f} ± {g['return_std_over_episodes']:.1f} | {g['hns']:.3f} | "
+                     + " | ".join(f"{g[m]:.1f}" for m in COMPARED) + f" | {g['random']:.1f} | {g['human']:.1f} |")  # fmt: skip
+    if "aggregates" in summary:
+        lines.append("")
+        for stat, a in summary["aggregates"].items():
+            lines.append(f"HNS {stat}: {a['value']:.3f} (95% CI {a['ci95'][0]:.3f} to {a['ci95'][1]:.3f})")
+    dreamer = scores.load_reference()["headline_mean_hns"]["DreamerV3 (2023)"]
+    lines.append("Published over the 26 games (mean HNS): " + ", ".join(f"{m} {scores.method_aggregates(m)['mean']:.3f}" for m in COMPARED)
+                 + f"; DreamerV3 {dreamer} (headline only: its per-game scores are not in data/)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: str | Path | None = None):
+    """Per-game HNS: ours beside DIAMOND's and IRIS's published means."""
+    import matplotlib.pyplot as plt
+
+    games = list(summary["games"])
+    x = np.arange(len(games))
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(games) + 2), 3))
+    width = 0.8 / (1 + len(COMPARED))
+    ours = [summary["games"][g]["hns"] for g in games]
+    ax.bar(x, ours, width, label="this run" if len(games) == 1 else "ours", color="C0")
+    for i, m in enumerate(COMPARED, start=1):
+        ax.bar(x + i * width, [scores.human_normalized_score(g, summary["games"][g][m]) for g in games], width, label=m, color=f"C{i}")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.axhline(1, color="k", lw=0.5, ls="--")
+    ax.set_xticks(x + width * len(COMPARED) / 2, games)
+    ax.set_ylabel("human-normalised score")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders written by python -m diamond_lite.train")
+    parser.add_argument("--episodes", type=int, default=10, help="test episodes for a run that has not finished")
+    parser.add_argument("--json", type=Path, default=None, help="write the summary here")
+    parser.add_argument("--plot", type=Path, default=None, help="save the per-game plot here (PNG)")
+    args = parser.parse_args(argv)
+    try:
+        results = [run_result(r, args.episodes) for r in args.runs]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = summarize(results)
+    print(table(summary))
+    if args.json:
+        args.json.write_text(json.dumps({"runs": results, **summary}, indent=1) + "\n")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        plot(summary, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
