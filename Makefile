@@ -39,7 +39,7 @@ notebooks: setup
 # of updates on the same data.
 pretrain: setup
 	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --minutes 30
-	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind rew_end_model --minutes 20
+	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind rew_end_model --minutes 60
 	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind ddpm_world_model --minutes 60 \
 		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(GAME)_world_model_course.json'))['updates'])")
 

@@ -191,6 +191,10 @@ class EnvLoop:
     ``act``, ``rew``, ``end``, ``trunc``, the policy's ``logits`` (``(B, T, A)``) and ``val`` (with gradients),
     and ``val_bootstrap`` (no gradient). Between calls the state is detached: gradients flow back through at
     most one window.
+
+    An imagined episode starts from real frames: the LSTM reads ``info["burnin_obs"]`` first. DIAMOND does this
+    for every restarted episode but not at the very first reset of a run, where its states start at zero; we
+    burn in there too, so every imagined episode starts the same way.
     """
 
     def __init__(self, env, model: ActorCritic, *, epsilon: float = 0.0, generator: torch.Generator | None = None) -> None:
