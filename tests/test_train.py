@@ -159,3 +159,25 @@ def test_evaluate_scores_an_unfinished_run_from_its_checkpoint(tmp_path):
     assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--max-epochs", "0"]) == 0
     result = evaluate.run_result(out, episodes=1, progress=False)
     assert result["unfinished"] and len(result["returns"]) == 1
+
+
+def test_an_unwritable_run_folder_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write in the run folder" in err and "Traceback" not in err
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = train.apply_overrides(train.run_config("Breakout", "smoke"), ["num_final_epochs=3"])
+    run = train.Run(cfg, tmp_path / "run", progress=False)
+    run.run(max_epochs=1)
+    good = {k: v.clone() for k, v in run.world_model.state_dict().items()}
+    run.world_model.loss = lambda batch, generator=None: torch.tensor(float("nan"), requires_grad=True)
+    with pytest.raises(FloatingPointError, match="WorldModel loss is nan"):
+        run.run()
+    resumed = train.Run.resume(tmp_path / "run", progress=False)
+    assert resumed.epoch == 1
+    for k, v in resumed.world_model.state_dict().items():
+        torch.testing.assert_close(v, good[k])
