@@ -1,13 +1,15 @@
-"""Speed of the world model, optimised and plain, measured in one run: ``python -m diamond_lite.bench``.
+"""Speed of DIAMOND's three models, optimised and plain, measured in one run: ``python -m diamond_lite.bench``.
 
     python -m diamond_lite.bench --profile paper --batch-size 32 --json docs/bench_cpu.json
 
-For the profile's world model at the given batch it measures a denoiser train step (forward, backward, AdamW)
-and next-frame sampling at 1 and 3 Euler steps, each twice: with the speed-ups ``WorldModel`` picks for the device
-(bf16 autocast, channels-last) and with every one of them off (plain fp32 eager). The ratio of the two is the
-speed-up, measured on the same machine in the same run. It also counts the floating-point operations of a train
-step (``torch.utils.flop_counter``) and compares the achieved rate with the machine's measured peak: a large
-matrix product in the same dtype.
+For the profile's models at the given batch it measures a denoiser train step (forward, backward, AdamW),
+next-frame sampling at 1 and 3 Euler steps, a reward/termination-model train step (segments of horizon + 4) and
+an actor-critic train step including its imagination (horizon 15 with the world model and the reward/end model,
+3 denoising steps), each twice: with the speed-ups the models pick for the device (bf16 autocast, channels-last)
+and with every one of them off (plain fp32 eager). The ratio of the two is the speed-up, measured on the same
+machine in the same run. It also counts the floating-point operations of a denoiser train step
+(``torch.utils.flop_counter``) and compares the achieved rate with the machine's measured peak: a large matrix
+product in the same dtype. Peak memory: the GPU's allocator peak, or the process's peak resident size on a CPU.
 
 Timings are medians over ``--repeats`` runs after a warm-up. Tests run this at a tiny size to check that it works,
 never how fast.
@@ -106,6 +108,77 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
     return results
 
 
+OPTIONS = [("optimised", {}), ("plain_fp32", {"autocast": False, "channels_last": False})]
+
+
+def bench_rew_end(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
+                  horizon: int = 15) -> dict:  # fmt: skip
+    from .rew_end import RewEndModel, rew_end_config
+
+    results: dict = {}
+    for label, options in OPTIONS:
+        torch.manual_seed(0)
+        cfg = rew_end_config(profile, num_actions)
+        cfg.img_size = size
+        model = RewEndModel(cfg, device, **options)
+        length = horizon + 4
+        batch = {"obs": torch.rand(batch_size, length, 3, size, size, device=device) * 2 - 1,
+                 "act": torch.randint(0, num_actions, (batch_size, length), device=device),
+                 "rew": torch.zeros(batch_size, length, device=device), "end": torch.zeros(batch_size, length, dtype=torch.bool, device=device),
+                 "mask": torch.ones(batch_size, length, dtype=torch.bool, device=device)}  # fmt: skip
+        results[label] = {"train_step_s": median_seconds(lambda: model.train_step(batch), device, repeats)}
+        results["parameters"] = model.num_parameters()
+    results["speedup_train_step"] = results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
+    return results
+
+
+def bench_actor_critic(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
+                       horizon: int = 15, num_denoising_steps: int = 3) -> dict:  # fmt: skip
+    """An actor-critic update with its imagination: ``horizon`` imagined steps of ``batch_size`` episodes."""
+    import tempfile
+
+    import numpy as np
+
+    from .actor_critic import ActorCritic, EnvLoop, actor_critic_config
+    from .data import Dataset, Episode, SegmentSampler
+    from .imagination import ImaginationEnv
+    from .rew_end import RewEndModel, rew_end_config
+
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        replay = Dataset(tmp)
+        for _ in range(4):
+            n = 50
+            replay.add(Episode(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, num_actions, n),
+                               np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)))  # fmt: skip
+        for label, options in OPTIONS:
+            torch.manual_seed(0)
+            wm = WorldModel(world_model_config(profile, num_actions), device, **options)
+            re_cfg = rew_end_config(profile, num_actions)
+            re_cfg.img_size = size
+            ac_cfg = actor_critic_config(profile, num_actions)
+            ac_cfg.img_size = size
+            re, ac = RewEndModel(re_cfg, device, **options), ActorCritic(ac_cfg, device, **options)
+            env = ImaginationEnv(wm, re, SegmentSampler(replay, wm.n, batch_size, seed=0), num_envs=batch_size, horizon=horizon,
+                                 num_denoising_steps=num_denoising_steps)  # fmt: skip
+            loop = EnvLoop(env, ac)
+            ac.cfg.backup_every = horizon
+            seconds = median_seconds(lambda: ac.train_step(loop), device, repeats)
+            results[label] = {"train_step_s": seconds, "imagined_frames_per_s": batch_size * horizon / seconds}
+            results["parameters"] = ac.num_parameters()
+    results["speedup_train_step"] = results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
+    return results
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # kB on Linux
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
@@ -129,10 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="frame size (64 in DIAMOND)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=str, default=None, help="also write the results to this file")
+    parser.add_argument("--only", choices=("world_model", "rew_end_model", "actor_critic"), action="append",
+                        help="measure only these (repeatable); default: all three")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results = {"machine": machine(), "profile": args.profile, "batch_size": args.batch_size, "device": str(device),
-               "world_model": bench_world_model(args.profile, args.batch_size, device, args.repeats, args.size)}  # fmt: skip
+    results = {"machine": machine(), "profile": args.profile, "batch_size": args.batch_size, "device": str(device)}
+    benches = {"world_model": bench_world_model, "rew_end_model": bench_rew_end, "actor_critic": bench_actor_critic}
+    for name in args.only or benches:
+        results[name] = benches[name](args.profile, args.batch_size, device, args.repeats, args.size)
+    results["peak_memory_mb"] = peak_memory_mb(device)
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:

@@ -21,5 +21,16 @@ def test_bench_command_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--profile", "smoke", "--batch-size", "2", "--size", "16", "--repeats", "1", "--json", str(out)]) == 0
     written = json.loads(out.read_text())
-    assert written["world_model"]["parameters"] > 0 and "cpu" in written["device"]
+    assert written["world_model"]["parameters"] > 0 and "cpu" in written["device"] and written["peak_memory_mb"] > 0
+    assert {"rew_end_model", "actor_critic"} <= set(written)
     assert json.loads(capsys.readouterr().out) == written
+
+
+def test_bench_rew_end_and_actor_critic_report_both_paths():
+    cpu = torch.device("cpu")
+    rew_end = bench.bench_rew_end("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, horizon=3)
+    agent = bench.bench_actor_critic("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, horizon=3, num_denoising_steps=1)
+    for results in (rew_end, agent):
+        assert results["optimised"]["train_step_s"] > 0 and results["plain_fp32"]["train_step_s"] > 0
+        assert results["speedup_train_step"] == results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
+    assert agent["optimised"]["imagined_frames_per_s"] == 2 * 3 / agent["optimised"]["train_step_s"]
