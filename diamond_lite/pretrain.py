@@ -47,6 +47,12 @@ def collect_random(game: str, directory: Path, num_steps: int, seed: int, split:
     return dataset
 
 
+def learning_curve(log_path: Path) -> list[list[float]]:
+    """``[[update, mean loss], ...]`` from a training log, kept in the report so notebooks can plot it."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    return [[r["step"], round(r["loss"], 6)] for r in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--game", default=COURSE_GAME)
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     model.save(out, half=True)
     report = {"game": game, "profile": profile.name, "kind": args.kind, "updates": model.num_updates, "batch_size": batch_size,
               "minutes": args.minutes, "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
-              "final_loss": torch.stack(recent).mean().item() if recent else mean, **errors, "machine": machine()}  # fmt: skip
+              "final_loss": torch.stack(recent).mean().item() if recent else mean, **errors, "machine": machine(),
+              "curve": learning_curve(log_path)}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0

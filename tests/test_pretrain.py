@@ -16,7 +16,7 @@ def test_pretrain_smoke_writes_a_loadable_checkpoint_and_report(tmp_path, kind):
     model = pretrain.KINDS[kind].load(out, game="Breakout")
     assert model.num_updates == 3
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["kind"] == kind and report["updates"] == 3
+    assert report["kind"] == kind and report["updates"] == 3 and isinstance(report["curve"], list)
     if kind == "rew_end_model":  # every held-out step is scored
         assert sum(map(sum, report["confusion_end"])) == sum(report["end"]["support"]) > 0
     else:
