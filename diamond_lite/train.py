@@ -126,7 +126,10 @@ def run_config(game: str, profile: str) -> RunConfig:
     num_actions = int(make_env(game).action_space.n)
     budgets = p.pick(
         smoke=dict(first=(4, 4, 4), per_epoch=(2, 2, 2), batch=(2, 2, 2)),
-        course=dict(first=(1000, 600, 200), per_epoch=(40, 30, 15), batch=(16, 8, 8)),
+        # course: sized from measured CPU costs (world model 0.37 s, reward/end 0.68 s at batch 16; actor-critic with
+        # imagination about 3 s at batch 8) to about two hours, giving the reward/end model enough updates to leave
+        # its plateau (about 2,200 at batch 16, docs/agent.md)
+        course=dict(first=(1500, 1500, 100), per_epoch=(30, 30, 9), batch=(16, 16, 8)),
         paper=dict(first=(10_000, 10_000, 5_000), per_epoch=(400, 400, 400), batch=(32, 32, 32)),
     )
     trainings = [ComponentTraining(f, s, b) for f, s, b in zip(budgets["first"], budgets["per_epoch"], budgets["batch"])]
