@@ -345,7 +345,9 @@ class Run:
             steps = training.steps_first_epoch if first else training.steps_per_epoch
             losses, extra = [], {}
             started = time.monotonic()
-            for _ in range(steps):
+            from tqdm.auto import tqdm
+
+            for _ in tqdm(range(steps), desc=f"epoch {self.epoch}: {name}", unit="update", leave=False, disable=not self.progress):
                 if name == "world_model":
                     losses.append(self.world_model.train_step(self.samplers[name].sample().to_torch(self.device)))
                 elif name == "rew_end_model":
