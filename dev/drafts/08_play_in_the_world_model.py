@@ -1,0 +1,156 @@
+# %% [markdown]
+# # 08 · Playing inside the world model
+#
+# A diffusion world model that predicts the next frame from the last four and an action is, once trained, a **neural
+# game engine**: give it a button press and it draws what the game would show. DIAMOND's repository lets a person play
+# its models this way in a pygame window; here we do it in the notebook, and go a little further: switch between the
+# world model and the real game, let the agent play, change the number of denoising steps while playing, record what
+# happens, and browse the recordings.
+#
+# The logic of every control lives in `diamond_lite.player.Player`, a plain class (tested without a browser); the
+# widget only draws it.
+
+# %%
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import diamond_lite
+from diamond_lite import actor_critic, atari, data, rew_end, world_model
+from diamond_lite.player import DatasetViewer, Player, player_widget, save_gif, viewer_widget
+from diamond_lite.pretrain import checkpoint_path
+from diamond_lite.viz import animate, show_frames
+
+P = diamond_lite.profile()
+GAME = diamond_lite.COURSE_GAME
+torch.manual_seed(0)
+print(f"profile: {P}   game: {GAME}")
+
+# %% [markdown]
+# ## 1. The engine and a player
+# The world model and the reward/end model trained by `make pretrain`, and an agent: the one of a finished run of
+# notebook 07 if there is one, else a fresh (uniformly random) one. Imagined games start from four real frames of
+# a small replay collected here.
+
+# %%
+env = atari.make_env(GAME)
+num_actions = env.action_space.n
+
+def load(kind, cls, cfg):
+    path = checkpoint_path(GAME, P.name, kind)
+    if path.exists():
+        return cls.load(path, game=GAME, config=cfg)
+    print(f"no {path.name}: an untrained {cls.__name__} stands in (the pictures will be noise)")
+    return cls(cfg, game=GAME)
+
+wm = load("world_model", world_model.WorldModel, world_model.world_model_config(P.name, num_actions))
+rem = load("rew_end_model", rew_end.RewEndModel, rew_end.rew_end_config(P.name, num_actions))
+agent = actor_critic.ActorCritic(actor_critic.actor_critic_config(P.name, num_actions), game=GAME)
+run_dir = Path("../runs") / f"{GAME}-{P}"
+checkpoints = sorted(run_dir.glob("checkpoints/epoch_*.pt"))
+if checkpoints:
+    from diamond_lite.component import read_checkpoint
+    from diamond_lite.train import STATE_FORMAT
+
+    agent.load_state_dict(read_checkpoint(checkpoints[-1], STATE_FORMAT, "run")["models"]["actor_critic"])
+    print(f"agent from {checkpoints[-1]}")
+
+root = Path("../runs/notebook08") / GAME
+replay = data.Dataset(root / "replay")
+if replay.num_steps < P.pick(smoke=100, course=1000, paper=1000):
+    data.Collector(atari.make_env(GAME, seed=0), replay, seed=0).collect(num_steps=P.pick(smoke=100, course=1000, paper=1000))
+player = Player(wm, rem, agent, replay, GAME, horizon=P.pick(smoke=10, course=200, paper=200), num_denoising_steps=3,
+                record_dir=root / "recordings")
+
+# %% [markdown]
+# ## 2. Play
+# Click an action (or type `w a s d`, space for FIRE, into the key box), switch the controller to **policy** and press
+# ▶ on the clock to let the agent play, switch the environment to the real game and back, change the denoising steps
+# (1 step: fast and blurry; 10: slow and sharp). Every finished episode is saved under `runs/notebook08/.../recordings`,
+# in a dataset named after the environment and the controller.
+
+# %%
+widget = player_widget(player)
+widget
+
+# %% [markdown]
+# The same player can be driven from code. Twenty steps of FIRE-then-RIGHT by a "human", in the world model:
+
+# %%
+frames = [player.frame]
+for i in range(P.pick(smoke=4, course=20, paper=20)):
+    player.press(1 if i == 0 else 2)
+    frames.append(player.frame)
+widget.refresh()
+show_frames(frames[::4], [f"t={t}" for t in range(0, len(frames), 4)], scale=1.6, suptitle="playing in the world model")
+print(player.status())
+
+# %% [markdown]
+# ## 3. The same actions, in the model and in the game
+# A real episode first; then its actions replayed in the world model from the same four starting frames. Where the
+# two films part ways is where the model is wrong (or where the game is random: Breakout's ball launch is not).
+
+# %%
+real = data.Dataset(root / "side_by_side")
+for f in real.directory.glob("*.npz"):
+    f.unlink()
+real = data.Dataset(root / "side_by_side")
+length = P.pick(smoke=12, course=60, paper=60)
+rng = np.random.default_rng(1)
+data.Collector(atari.make_env(GAME, split="test", seed=5), real, policy=lambda obs: int(rng.choice([1, 2, 3])), seed=5).collect(num_steps=length, progress=False)
+episode = real[real.ids[0]]
+with torch.no_grad():
+    context = torch.from_numpy(episode.obs[:4]).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None]
+    dream = wm.rollout(context, torch.from_numpy(episode.act[: len(episode) - 1])[None], num_steps=3)[0]
+pairs = min(len(dream), len(episode) - 4)
+animate([[episode.obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pairs)]], fps=8, titles=["real game", "world model, same actions"])
+
+# %% [markdown]
+# ## 4. Exploring the limits
+# DIAMOND's paper shows a world model letting something happen that the real game does not — in its Atari examples,
+# events the model has rarely seen get drawn wrongly, and a character can *jump again in mid-air* in a model of a
+# game where that is impossible. Probe your model the same way: hold an action the data rarely shows for many steps,
+# and compare with the real game doing the same. Here: FIRE held for the whole episode (a random policy presses FIRE
+# a quarter of the time, never for long).
+
+# %%
+def hold(environment, action, steps):
+    player.set_environment(environment)
+    player.set_controller("human")
+    shots = [player.frame]
+    for _ in range(steps):
+        player.press(action)
+        shots.append(player.frame)
+    return shots
+
+steps = P.pick(smoke=6, course=30, paper=30)
+model_frames, game_frames = hold("world model", 1, steps), hold("real test", 1, steps)
+show_frames(model_frames[::5] + game_frames[::5], [f"model t={t}" for t in range(0, steps + 1, 5)] + [f"game t={t}" for t in range(0, steps + 1, 5)],
+            columns=len(model_frames[::5]), scale=1.5, suptitle="FIRE held: world model (top) and real game (bottom)")
+
+# %% [markdown]
+# ## 5. Recordings, and a viewer
+# Every finished episode went into a dataset named by environment and controller. Browse one with the viewer
+# (next/previous episode, ±1 and ±10 steps, back to the first), and export any episode as a GIF.
+
+# %%
+player.set_environment("world model")
+while not player.done:
+    player.press(int(np.random.default_rng(player.t).integers(num_actions)))
+recordings = sorted(p for p in (root / "recordings").iterdir() if p.is_dir())
+print("recorded datasets:", [f"{p.name} ({len(data.Dataset(p))} episodes)" for p in recordings])
+viewer = DatasetViewer(data.Dataset(recordings[0]), player.action_names)
+viewer_widget(viewer)
+
+# %%
+gif = save_gif(viewer.episode, root / "episode.gif", fps=10)
+print(f"saved {gif} ({gif.stat().st_size // 1024} kB)")
+
+# %% [markdown]
+# ## What to take away
+# * A world model is a game engine you can play; playing it is the quickest way to see what it learned and what it
+#   did not.
+# * Fewer denoising steps make a faster, blurrier game; the agent trains with 3.
+# * Comparing the model and the game on the same actions shows where imagination departs from reality — exactly the
+#   places where an agent trained in imagination can learn the wrong thing.
