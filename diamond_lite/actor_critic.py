@@ -202,21 +202,17 @@ class EnvLoop:
         self.obs: Tensor | None = None
         self.state: tuple[Tensor, Tensor] | None = None
 
-    def _burn_in(self, info: dict, which: Tensor | None = None) -> None:
-        if "burnin_obs" not in info:
-            return
-        frames = info["burnin_obs"] if which is None else info["burnin_obs"][which]
-        if which is None:
-            self.state = self.model.burn_in(frames, self.state)
-        else:
-            h, c = self.model.burn_in(frames, (self.state[0][which], self.state[1][which]))
+    def _burn_in(self, info: dict, which: Tensor) -> None:
+        """Let the LSTM of the episodes in ``which`` (a mask) read their real starting frames, if the env gives any."""
+        if "burnin_obs" in info:
+            h, c = self.model.burn_in(info["burnin_obs"][which], (self.state[0][which], self.state[1][which]))
             self.state = (self.state[0].index_put((which,), h), self.state[1].index_put((which,), c))
 
     def run(self, num_steps: int) -> dict[str, Tensor]:
         if self.obs is None:
             self.obs, info = self.env.reset()
             self.state = self.model.initial_state(self.env.num_envs)
-            self._burn_in(info)
+            self._burn_in(info, torch.ones(self.env.num_envs, dtype=torch.bool, device=self.state[0].device))
         self.state = (self.state[0].detach(), self.state[1].detach())
         steps = []
         for _ in range(num_steps):

@@ -254,6 +254,12 @@ class Segment:
     start: np.ndarray  # (B,) may be negative: the number of padded steps is -start
     stop: np.ndarray  # (B,)
 
+    @classmethod
+    def stack(cls, parts: list[dict[str, np.ndarray]], episode_ids, starts, stops) -> Segment:
+        """A batch from the outputs of :func:`make_segment`."""
+        stacked = {name: np.stack([p[name] for p in parts]) for name in (*FIELDS, "mask", "obs_mask")}
+        return cls(**stacked, episode_id=np.asarray(episode_ids), start=np.asarray(starts), stop=np.asarray(stops))
+
     def to_torch(self, device="cpu"):
         """Tensors for the models: frames as float in [-1, 1], channels first, ``(B, L, 3, H, W)``.
 
@@ -349,8 +355,7 @@ class SegmentSampler:
         """A batch of ``batch_size`` segments (default: the sampler's)."""
         episode_ids, starts, stops = self.sample_ids(batch_size)
         parts = [make_segment(self.dataset[i], s, e) for i, s, e in zip(episode_ids, starts, stops)]
-        stacked = {name: np.stack([p[name] for p in parts]) for name in (*FIELDS, "mask", "obs_mask")}
-        return Segment(**stacked, episode_id=episode_ids, start=starts, stop=stops)
+        return Segment.stack(parts, episode_ids, starts, stops)
 
 
 # -- collection --------------------------------------------------------------------------------------

@@ -241,14 +241,12 @@ def predict_episode(model: RewEndModel, episode, *, burn_in: int = 3, window: in
 
     length = len(episode) if episode.final_obs is not None else len(episode) - 1
     starts = list(range(0, length, window))
-    parts = [make_segment(episode, s - burn_in, s + window + 1) for s in starts]
+    model.eval()
     probs_rew, probs_end = [], []
-    for i in range(0, len(parts), batch_size):
-        chunk = parts[i : i + batch_size]
-        stacked = {k: np.stack([p[k] for p in chunk]) for k in chunk[0]}
-        n = len(chunk)
-        seg = Segment(**stacked, episode_id=np.zeros(n, int), start=np.zeros(n, int), stop=np.zeros(n, int)).to_torch(model.device)
-        model.eval()
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        parts = [make_segment(episode, s - burn_in, s + window + 1) for s in chunk]
+        seg = Segment.stack(parts, [0] * len(chunk), [s - burn_in for s in chunk], [s + window + 1 for s in chunk]).to_torch(model.device)
         logits_rew, logits_end, _ = model(seg["obs"][:, :-1], seg["act"][:, :-1], seg["obs"][:, 1:])
         probs_rew.append(logits_rew[:, burn_in:].float().softmax(-1).cpu())
         probs_end.append(logits_end[:, burn_in:].float().softmax(-1).cpu())

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .actor_critic import ActorCritic, ActorCriticConfig, EnvLoop, Policy, actor_critic_config, evaluate_policy
 from .atari import check_game, make_env
@@ -47,6 +48,7 @@ from .data import Collector, Dataset, SegmentSampler
 from .imagination import ImaginationEnv, RealVectorEnv
 from .profiles import PROFILES, Profile
 from .rew_end import RewEndConfig, RewEndModel, rew_end_config
+from .scores import human_normalized_score
 from .world_model import WorldModel, WorldModelConfig, world_model_config
 
 STATE_FORMAT = "diamond_lite.train_state/1"
@@ -204,32 +206,26 @@ def _type_name(value) -> str:
     return {bool: "a bool (True or False)", int: "an int", float: "a float", str: "a string"}.get(type(value), type(value).__name__)
 
 
-def _check_type(key: str, current, value):
-    ok = False
+def _conforms(current, value) -> bool:
+    """Whether ``value`` may replace ``current``: the same type (an int where a float is expected is fine)."""
     if isinstance(current, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(current, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(current, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(current, str):
-        ok = isinstance(value, str)
-    elif isinstance(current, list):
-        ok = isinstance(value, list) and all(_check_type_ok(current[0] if current else v, v) for v in value)
-        if ok and current and isinstance(current[0], float):
-            value = [float(v) for v in value]
-    if not ok:
+        return isinstance(value, bool)
+    if isinstance(current, (int, float, str)):
+        accepted = {int: (int,), float: (int, float), str: (str,)}[type(current)]
+        return isinstance(value, accepted) and not isinstance(value, bool)
+    if isinstance(current, list):
+        return isinstance(value, list) and (not current or all(_conforms(current[0], v) for v in value))
+    return False
+
+
+def _check_type(key: str, current, value):
+    if not _conforms(current, value):
         raise ValueError(f"--set {key}={value!r}: {key} takes {_type_name(current)} (now {current!r})")
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, list) and current and isinstance(current[0], float):
+        return [float(v) for v in value]
     return value
-
-
-def _check_type_ok(current, value) -> bool:
-    try:
-        _check_type("", current, value)
-        return True
-    except ValueError:
-        return False
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -284,8 +280,6 @@ class Run:
     def run(self, max_epochs: int | None = None) -> dict | None:
         """Run (or continue) the schedule; ``max_epochs`` stops early after that many epochs in this call.
         Returns the final results once the run is complete."""
-        from tqdm.auto import tqdm
-
         if self.num_epochs_collect is None:
             self.first_collection()
             self.save_checkpoint()
@@ -345,8 +339,6 @@ class Run:
             steps = training.steps_first_epoch if first else training.steps_per_epoch
             losses, extra = [], {}
             started = time.monotonic()
-            from tqdm.auto import tqdm
-
             for _ in tqdm(range(steps), desc=f"epoch {self.epoch}: {name}", unit="update", leave=False, disable=not self.progress):
                 if name == "world_model":
                     losses.append(self.world_model.train_step(self.samplers[name].sample().to_torch(self.device)))
@@ -380,8 +372,6 @@ class Run:
         if (self.dir / "results.json").exists():  # a finished run, resumed again
             return json.loads((self.dir / "results.json").read_text())
         returns = self.evaluate(self.cfg.collection.final_test_episodes, event="final_evaluation")
-        from .scores import human_normalized_score
-
         results = {"game": self.cfg.game, "profile": self.cfg.profile, "seed": self.cfg.seed, "epochs": self.epoch,
                    "env_steps": self.dataset.num_steps, "returns": returns, "mean": float(np.mean(returns)),
                    "std": float(np.std(returns)), "hns": float(human_normalized_score(self.cfg.game, float(np.mean(returns))))}  # fmt: skip
