@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KERNEL := diamond-lite
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: setup lab test notebooks pretrain train clean
-GAME ?= Breakout
+.PHONY: setup lab test test-browser notebooks pretrain train clean
 PROFILE ?= course
-OUT ?= runs/$(GAME)-$(PROFILE)
+# Notebooks 00-06 and their pretrained models use Breakout; the full run's default game is Qbert, chosen by
+# measurement (docs/agent.md, "Choosing the course game").
+PRETRAIN_GAME := $(or $(GAME),Breakout)
+RUN_GAME := $(or $(GAME),Qbert)
+OUT ?= runs/$(RUN_GAME)-$(PROFILE)
 
 setup: $(STAMP)
 
@@ -30,24 +33,29 @@ lab: setup
 test: setup
 	DIAMOND_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
 
+# The player widget in a real browser: headless Chromium drives JupyterLab on localhost, clicks an action and sees the
+# frame change. Needs Debian's chromium and chromium-driver (README); CI runs it after `make test`.
+test-browser: setup
+	$(PY) -m pytest browser_tests -p no:cacheprovider $(PYTEST_ARGS)
+
 # Re-executes every notebook in the course profile and saves its outputs (what GitHub shows).
 notebooks: setup
 	$(PY) -m diamond_lite.run_notebooks --profile course $(NOTEBOOKS)
 
-# Trains the course-profile models for GAME into data/checkpoints/: DIAMOND's EDM world model for 30 minutes on a
-# laptop CPU, the reward/termination model for 20, then the DDPM baseline of notebook 04 for the EDM model's number
+# Trains the course-profile models for GAME (default Breakout) into data/checkpoints/: DIAMOND's EDM world model for
+# 30 minutes on a laptop CPU, the reward/termination model for 60, then the DDPM baseline of notebook 04 for the EDM model's number
 # of updates on the same data.
 pretrain: setup
-	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --minutes 30
-	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind rew_end_model --minutes 60
-	$(PY) -m diamond_lite.pretrain --game $(GAME) --profile course --kind ddpm_world_model --minutes 60 \
-		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(GAME)_world_model_course.json'))['updates'])")
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --minutes 30
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind rew_end_model --minutes 60
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind ddpm_world_model --minutes 60 \
+		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(PRETRAIN_GAME)_world_model_course.json'))['updates'])")
 
-# A full DIAMOND run (python -m diamond_lite.train): `make train GAME=Pong PROFILE=paper`. Continues the run in OUT
+# A full DIAMOND run (python -m diamond_lite.train): `make train` (Qbert, course) or `make train GAME=Pong PROFILE=paper`. Continues the run in OUT
 # if there is one (after a crash or a kill), else starts it. Extra options: ARGS="--set seed=1 --device cuda".
 train: setup
 	if [ -f $(OUT)/config.json ]; then $(PY) -m diamond_lite.train --resume $(OUT) $(ARGS); \
-	else $(PY) -m diamond_lite.train --game $(GAME) --profile $(PROFILE) --out $(OUT) $(ARGS); fi
+	else $(PY) -m diamond_lite.train --game $(RUN_GAME) --profile $(PROFILE) --out $(OUT) $(ARGS); fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -4,7 +4,7 @@ The modules follow the notebooks' order: ``atari`` and ``data`` (notebook 00), `
 (notebook 01), and so on. ``profile()`` tells every notebook which sizes and budgets to use.
 """
 
-from .profiles import COURSE_GAME, PROFILES, Profile, profile
+from .profiles import COURSE_GAME, COURSE_RUN_GAME, PROFILES, Profile, profile
 
-__all__ = ["COURSE_GAME", "PROFILES", "Profile", "profile"]
+__all__ = ["COURSE_GAME", "COURSE_RUN_GAME", "PROFILES", "Profile", "profile"]
 __version__ = "0.1.0"

@@ -368,13 +368,25 @@ class Run:
         self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
         return returns
 
+    def random_baseline(self, num_episodes: int) -> list[float]:
+        """Returns of a uniformly random policy over the same number of test episodes, under the same step cap:
+        the yardstick a short run must clear (the published random scores are over whole 108k-frame games)."""
+        c = self.cfg.collection
+        env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 20_000)
+        returns = evaluate_policy(_RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, max_steps=c.test_max_steps or None,
+                                  progress=False)  # fmt: skip
+        self.log("random_baseline", returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
+        return returns
+
     def final_evaluation(self) -> dict:
         if (self.dir / "results.json").exists():  # a finished run, resumed again
             return json.loads((self.dir / "results.json").read_text())
         returns = self.evaluate(self.cfg.collection.final_test_episodes, event="final_evaluation")
+        baseline = self.random_baseline(self.cfg.collection.final_test_episodes)
         results = {"game": self.cfg.game, "profile": self.cfg.profile, "seed": self.cfg.seed, "epochs": self.epoch,
                    "env_steps": self.dataset.num_steps, "returns": returns, "mean": float(np.mean(returns)),
-                   "std": float(np.std(returns)), "hns": float(human_normalized_score(self.cfg.game, float(np.mean(returns))))}  # fmt: skip
+                   "std": float(np.std(returns)), "hns": float(human_normalized_score(self.cfg.game, float(np.mean(returns)))),
+                   "random_returns": baseline, "random_mean": float(np.mean(baseline)), "random_std": float(np.std(baseline))}  # fmt: skip
         _write_text_atomic(self.dir / "results.json", json.dumps(results, indent=1) + "\n")
         return results
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,7 +36,9 @@ def test_smoke_run_end_to_end(tmp_path):
     for name in ("world_model", "rew_end_model", "actor_critic"):
         first = next(e for e in log if e["event"] == f"train_{name}")
         assert first["steps"] == getattr(cfg, f"training_{name}").steps_first_epoch
-    assert {"first_collection", "collect", "evaluate", "final_evaluation"} <= {e["event"] for e in log}
+    assert {"first_collection", "collect", "evaluate", "final_evaluation", "random_baseline"} <= {e["event"] for e in log}
+    assert len(results["random_returns"]) == len(results["returns"])
+    assert results["random_mean"] == pytest.approx(np.mean(results["random_returns"]))
     checkpoints = sorted((out / "checkpoints").glob("epoch_*.pt"))
     assert 0 < len(checkpoints) <= cfg.checkpoints_to_keep
     state = read_checkpoint(checkpoints[-1], train.STATE_FORMAT, "run")
