@@ -11,6 +11,7 @@
 # widget only draws it.
 
 # %%
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +24,52 @@ from diamond_lite.pretrain import checkpoint_path
 from diamond_lite.viz import animate, show_frames
 
 P = diamond_lite.profile()
-GAME = diamond_lite.COURSE_GAME
 torch.manual_seed(0)
-print(f"profile: {P}   game: {GAME}")
 
 # %% [markdown]
 # ## 1. The engine and a player
-# The world model and the reward/end model trained by `make pretrain`, and an agent: the one of a finished run of
-# notebook 07 if there is one, else a fresh (uniformly random) one. Imagined games start from four real frames of
-# a small replay collected here.
+# If notebook 07's run has finished (or has checkpoints), its three models are loaded: the world model, the
+# reward/end model and the agent it trained, on its game (Qbert). Otherwise the models pretrained by `make pretrain`
+# for Breakout (`data/checkpoints/`) and an untrained, uniformly random agent. Imagined games start from four real
+# frames of a replay dataset.
 
 # %%
-env = atari.make_env(GAME)
-num_actions = env.action_space.n
+from diamond_lite.component import read_checkpoint
+from diamond_lite.train import STATE_FORMAT, RunConfig
 
-def load(kind, cls, cfg):
-    path = checkpoint_path(GAME, P.name, kind)
-    if path.exists():
-        return cls.load(path, game=GAME, config=cfg)
-    print(f"no {path.name}: an untrained {cls.__name__} stands in (the pictures will be noise)")
-    return cls(cfg, game=GAME)
-
-wm = load("world_model", world_model.WorldModel, world_model.world_model_config(P.name, num_actions))
-rem = load("rew_end_model", rew_end.RewEndModel, rew_end.rew_end_config(P.name, num_actions))
-agent = actor_critic.ActorCritic(actor_critic.actor_critic_config(P.name, num_actions), game=GAME)
-run_dir = Path("../runs") / f"{GAME}-{P}"
+run_dir = Path("../runs") / f"{diamond_lite.COURSE_RUN_GAME}-{P}"
 checkpoints = sorted(run_dir.glob("checkpoints/epoch_*.pt"))
+root = Path("../runs/notebook08")
 if checkpoints:
-    from diamond_lite.component import read_checkpoint
-    from diamond_lite.train import STATE_FORMAT
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    GAME, state = cfg.game, read_checkpoint(checkpoints[-1], STATE_FORMAT, "training run")
+    wm = world_model.WorldModel(cfg.world_model, game=GAME)
+    rem = rew_end.RewEndModel(cfg.rew_end_model, game=GAME)
+    agent = actor_critic.ActorCritic(cfg.actor_critic, game=GAME)
+    for model, name in ((wm, "world_model"), (rem, "rew_end_model"), (agent, "actor_critic")):
+        model.load_state_dict(state["models"][name])
+    replay = data.Dataset(run_dir / "dataset" / "train")
+    print(f"{GAME}: the three models of {checkpoints[-1]} (epoch {state['epoch']}, {state['env_steps']:,} real steps)")
+else:
+    GAME = diamond_lite.COURSE_GAME
+    num_actions = atari.make_env(GAME).action_space.n
 
-    agent.load_state_dict(read_checkpoint(checkpoints[-1], STATE_FORMAT, "run")["models"]["actor_critic"])
-    print(f"agent from {checkpoints[-1]}")
+    def load(kind, cls, cfg):
+        path = checkpoint_path(GAME, P.name, kind)
+        if path.exists():
+            return cls.load(path, game=GAME, config=cfg)
+        print(f"no {path.name}: an untrained {cls.__name__} stands in (the pictures will be noise)")
+        return cls(cfg, game=GAME)
 
-root = Path("../runs/notebook08") / GAME
-replay = data.Dataset(root / "replay")
-if replay.num_steps < P.pick(smoke=100, course=1000, paper=1000):
-    data.Collector(atari.make_env(GAME, seed=0), replay, seed=0).collect(num_steps=P.pick(smoke=100, course=1000, paper=1000))
+    wm = load("world_model", world_model.WorldModel, world_model.world_model_config(P.name, num_actions))
+    rem = load("rew_end_model", rew_end.RewEndModel, rew_end.rew_end_config(P.name, num_actions))
+    agent = actor_critic.ActorCritic(actor_critic.actor_critic_config(P.name, num_actions), game=GAME)
+    print(f"{GAME}: pretrained world and reward/end models; no run of notebook 07 yet, so an untrained agent")
+    replay = data.Dataset(root / GAME / "replay")
+    if replay.num_steps < P.pick(smoke=100, course=1000, paper=1000):
+        data.Collector(atari.make_env(GAME, seed=0), replay, seed=0).collect(num_steps=P.pick(smoke=100, course=1000, paper=1000))
+root = root / GAME
+num_actions = agent.cfg.num_actions
 player = Player(wm, rem, agent, replay, GAME, horizon=P.pick(smoke=10, course=200, paper=200), num_denoising_steps=3,
                 record_dir=root / "recordings")
 
@@ -75,12 +85,13 @@ widget = player_widget(player)
 widget
 
 # %% [markdown]
-# The same player can be driven from code. Twenty steps of FIRE-then-RIGHT by a "human", in the world model:
+# The same player can be driven from code. Twenty steps of FIRE, then RIGHT, by a "human", in the world model:
 
 # %%
+A = player.action_names.index
 frames = [player.frame]
 for i in range(P.pick(smoke=4, course=20, paper=20)):
-    player.press(1 if i == 0 else 2)
+    player.press(A("FIRE") if i == 0 else A("RIGHT"))
     frames.append(player.frame)
 widget.refresh()
 show_frames(frames[::4], [f"t={t}" for t in range(0, len(frames), 4)], scale=1.6, suptitle="playing in the world model")
@@ -89,7 +100,7 @@ print(player.status())
 # %% [markdown]
 # ## 3. The same actions, in the model and in the game
 # A real episode first; then its actions replayed in the world model from the same four starting frames. Where the
-# two films part ways is where the model is wrong (or where the game is random: Breakout's ball launch is not).
+# two films part ways is where the model is wrong (or where the game itself is random).
 
 # %%
 real = data.Dataset(root / "side_by_side")
@@ -98,7 +109,7 @@ for f in real.directory.glob("*.npz"):
 real = data.Dataset(root / "side_by_side")
 length = P.pick(smoke=12, course=60, paper=60)
 rng = np.random.default_rng(1)
-data.Collector(atari.make_env(GAME, split="test", seed=5), real, policy=lambda obs: int(rng.choice([1, 2, 3])), seed=5).collect(num_steps=length, progress=False)
+data.Collector(atari.make_env(GAME, split="test", seed=5), real, policy=lambda obs: int(rng.integers(1, num_actions)), seed=5).collect(num_steps=length, progress=False)
 episode = real[real.ids[0]]
 with torch.no_grad():
     context = torch.from_numpy(episode.obs[:4]).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None]
@@ -111,8 +122,9 @@ animate([[episode.obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pa
 # DIAMOND's paper shows a world model letting something happen that the real game does not — in its Atari examples,
 # events the model has rarely seen get drawn wrongly, and a character can *jump again in mid-air* in a model of a
 # game where that is impossible. Probe your model the same way: hold an action the data rarely shows for many steps,
-# and compare with the real game doing the same. Here: FIRE held for the whole episode (a random policy presses FIRE
-# a quarter of the time, never for long).
+# and compare with the real game doing the same. In Breakout: FIRE held (a random policy presses it a quarter of the
+# time, never for long). In Qbert: RIGHT held, which makes Qbert jump off the pyramid in the real game; does the
+# model let him fall, or keep him hopping in mid-air?
 
 # %%
 def hold(environment, action, steps):
@@ -125,9 +137,10 @@ def hold(environment, action, steps):
     return shots
 
 steps = P.pick(smoke=6, course=30, paper=30)
-model_frames, game_frames = hold("world model", 1, steps), hold("real test", 1, steps)
+probe = "RIGHT" if GAME == "Qbert" else "FIRE"
+model_frames, game_frames = hold("world model", A(probe), steps), hold("real test", A(probe), steps)
 show_frames(model_frames[::5] + game_frames[::5], [f"model t={t}" for t in range(0, steps + 1, 5)] + [f"game t={t}" for t in range(0, steps + 1, 5)],
-            columns=len(model_frames[::5]), scale=1.5, suptitle="FIRE held: world model (top) and real game (bottom)")
+            columns=len(model_frames[::5]), scale=1.5, suptitle=f"{probe} held: world model (top) and real game (bottom)")
 
 # %% [markdown]
 # ## 5. Recordings, and a viewer
