@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .faults import crash_point
 from .optim import make_optimizer, warmup_schedule
 
 
@@ -159,7 +160,11 @@ def write_atomic(payload: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())  # a power cut after the rename must not leave an empty file under the real name
+    crash_point("checkpoint_write")
     os.replace(tmp, path)
 
 

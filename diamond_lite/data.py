@@ -34,6 +34,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .faults import crash_point
+
 FIELDS = ("obs", "act", "rew", "end", "trunc")
 DTYPES = {"obs": np.uint8, "act": np.int64, "rew": np.float32, "end": np.bool_, "trunc": np.bool_}
 
@@ -97,6 +99,7 @@ class Episode:
                 np.savez_compressed(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
+            crash_point("episode_write")  # the new file is written, not yet renamed over the old
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -416,6 +419,7 @@ class Collector:
             action = self.policy(self.obs)
             next_obs, reward, terminated, truncated, _ = self.env.step(action)
             self.steps.append((self.obs, action, reward, terminated, truncated))
+            crash_point("collect_step")
             self.obs = next_obs
             self.total_steps += 1
             if num_steps is not None:

@@ -45,6 +45,7 @@ from .actor_critic import ActorCritic, ActorCriticConfig, EnvLoop, Policy, actor
 from .atari import check_game, make_env
 from .component import config_diff, read_checkpoint, write_atomic
 from .data import Collector, Dataset, SegmentSampler
+from .faults import crash_point
 from .imagination import ImaginationEnv, RealVectorEnv
 from .profiles import PROFILES, Profile
 from .rew_end import RewEndConfig, RewEndModel, rew_end_config
@@ -239,6 +240,8 @@ class Run:
         self.device = torch.device(device)
         self._check_writable()
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for stale in (self.dir / "checkpoints").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)  # a checkpoint write cut short by a crash; the previous one stands
         config_path = self.dir / "config.json"
         if not config_path.exists():
             _write_text_atomic(config_path, json.dumps(cfg.to_dict(), indent=1) + "\n")
@@ -340,6 +343,7 @@ class Run:
             losses, extra = [], {}
             started = time.monotonic()
             for _ in tqdm(range(steps), desc=f"epoch {self.epoch}: {name}", unit="update", leave=False, disable=not self.progress):
+                crash_point(f"train_{name}")
                 if name == "world_model":
                     losses.append(self.world_model.train_step(self.samplers[name].sample().to_torch(self.device)))
                 elif name == "rew_end_model":
