@@ -160,12 +160,16 @@ def write_atomic(payload: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())  # a power cut after the rename must not leave an empty file under the real name
-    crash_point("checkpoint_write")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())  # a power cut after the rename must not leave an empty file under the real name
+        crash_point("checkpoint_write")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: leave no half-written file taking the space
+        raise
 
 
 def read_checkpoint(path: str | Path, expected_format: str, what: str) -> dict:

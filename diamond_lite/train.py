@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import json
 import os
 import random
+import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,8 @@ from .scores import human_normalized_score
 from .world_model import WorldModel, WorldModelConfig, world_model_config
 
 STATE_FORMAT = "diamond_lite.train_state/1"
+# Disk per real step in the dataset, generously: a compressed 64x64 frame takes 180 B in Breakout, 250 B in Qbert.
+BYTES_PER_STEP = 2_000
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -268,6 +273,7 @@ class Run:
             rl_env = ImaginationEnv(self.world_model, self.rew_end_model, self.samplers["actor_critic"], num_envs=t[2].batch_size,
                                     horizon=cfg.horizon, num_denoising_steps=cfg.num_denoising_steps)  # fmt: skip
         self.env_loop = EnvLoop(rl_env, self.actor_critic)
+        self._check_free_space()
         self.epoch = 0
         self.num_epochs_collect: int | None = None
         self.test_returns: list[float] = []
@@ -326,7 +332,8 @@ class Run:
         self.num_epochs_collect = -(-remaining // c.steps_per_epoch)
 
     def collect(self, num_steps: int, event: str = "collect") -> None:
-        finished = self.collector.collect(num_steps=num_steps, progress=False)
+        with self._storage("an episode of the dataset"):
+            finished = self.collector.collect(num_steps=num_steps, progress=False)
         returns = [e["score"] for e in finished]
         self.log(event, steps=num_steps, env_steps=self.dataset.num_steps, episodes=len(finished),
                  returns=returns)  # fmt: skip
@@ -419,7 +426,8 @@ class Run:
             "rng": _rng_state(self),
         }
         path = self.dir / "checkpoints" / f"epoch_{self.epoch:05d}.pt"
-        write_atomic(payload, path)
+        with self._storage(f"the checkpoint {path.name}"):
+            write_atomic(payload, path)
         for old in sorted(self.dir.glob("checkpoints/epoch_*.pt"))[: -self.cfg.checkpoints_to_keep]:
             old.unlink(missing_ok=True)
         return path
@@ -442,6 +450,7 @@ class Run:
                 break
             except ValueError as error:
                 errors.append(str(error))
+                warnings.warn(f"skipping {path.name}: {error}; trying an older checkpoint", stacklevel=2)
         if payload is None:
             raise ValueError(f"no checkpoint of {out} loads: {'; '.join(errors)}")
         saved = RunConfig.from_dict(payload["config"])
@@ -474,6 +483,30 @@ class Run:
             if record.get("epoch", 0) <= self.epoch:
                 kept.append(line)
         _write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    @contextlib.contextmanager
+    def _storage(self, what: str):
+        """A failed write (a full disk, a folder gone) stops the run with a message that says what stands."""
+        try:
+            yield
+        except OSError as error:
+            kept = sorted(self.dir.glob("checkpoints/epoch_*.pt"))
+            stands = f"the last good checkpoint, {kept[-1].name}, stands" if kept else "no checkpoint was written yet"
+            raise ValueError(f"could not write {what} in {self.dir}: {error.strerror or error}. Nothing written before is lost "
+                             f"({stands}; every finished episode is on disk): free some space, then continue with "
+                             f"--resume {self.dir}") from None  # fmt: skip
+
+    def _check_free_space(self) -> None:
+        """Refuse to start a run the disk cannot hold: the newest checkpoints plus the dataset still to come."""
+        models = (self.world_model, self.rew_end_model, self.actor_critic)
+        checkpoint = sum(p.numel() * p.element_size() * 3 for m in models for p in m.parameters())  # weights + 2 Adam moments
+        steps_left = max(0, self.cfg.collection.num_steps_total - self.dataset.num_steps)
+        needed = checkpoint * (self.cfg.checkpoints_to_keep + 1) + steps_left * BYTES_PER_STEP
+        free = shutil.disk_usage(self.dir).free
+        if free < needed:
+            raise ValueError(f"not enough space for this run in {self.dir}: {free / 2**20:,.0f} MB free, about {needed / 2**20:,.0f} MB "
+                             f"needed ({self.cfg.checkpoints_to_keep + 1} checkpoints of {checkpoint / 2**20:,.0f} MB and "
+                             f"{steps_left:,} more real steps); free some space or choose another --out")  # fmt: skip
 
     def _check_writable(self) -> None:
         try:

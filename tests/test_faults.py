@@ -111,3 +111,63 @@ def test_an_unknown_crash_point_is_refused(monkeypatch):
     monkeypatch.setenv(faults.ENV_VAR, "nowhere:1")
     with pytest.raises(ValueError, match="unknown crash point 'nowhere'.*collect_step"):
         faults.crash_point("collect_step")
+
+
+def _small_run(tmp_path, epochs=2):
+    cfg = train.apply_overrides(train.run_config("Breakout", "smoke"), ["num_final_epochs=3"])
+    run = train.Run(cfg, tmp_path / "run", progress=False)
+    run.run(max_epochs=epochs)
+    return run
+
+
+def test_a_full_disk_stops_with_a_clear_error_and_loses_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    run = _small_run(tmp_path, epochs=1)
+    steps = run.dataset.num_steps
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(ValueError, match=r"could not write the checkpoint epoch_00002.pt .*No space left on device.*"
+                                         r"epoch_00001.pt, stands.*--resume"):  # fmt: skip
+        run.run(max_epochs=1)
+    monkeypatch.undo()
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
+    resumed = train.Run.resume(tmp_path / "run", progress=False)
+    assert resumed.epoch == 1 and resumed.dataset.num_steps >= steps
+    # a disk too small for the run is refused before anything is collected
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
+    with pytest.raises(ValueError, match=r"not enough space for this run .* 10 MB free, about [\d,]+ MB needed"):
+        train.Run(train.run_config("Breakout", "course"), tmp_path / "big", progress=False)
+    assert not list((tmp_path / "big").glob("dataset/train/*.npz"))
+
+
+def test_resume_skips_a_truncated_or_foreign_newest_checkpoint(tmp_path):
+    run = _small_run(tmp_path)
+    folder = run.dir
+    newest = sorted(folder.glob("checkpoints/epoch_*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a disk that filled mid-write outside our writer
+    with pytest.warns(UserWarning, match=f"skipping {newest.name}: .*not a readable checkpoint"):
+        resumed = train.Run.resume(folder, progress=False)
+    assert resumed.epoch == 1
+    # a checkpoint of another kind (a world model saved alone) under a run checkpoint's name is refused too
+    run.world_model.save(newest)
+    with pytest.warns(UserWarning, match="not a checkpoint of a training run"):
+        assert train.Run.resume(folder, progress=False).epoch == 1
+    for path in folder.glob("checkpoints/epoch_*.pt"):
+        path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no checkpoint of .* loads"), pytest.warns(UserWarning):
+        train.Run.resume(folder, progress=False)
+
+
+def test_resume_refuses_a_folder_of_another_game_or_configuration(tmp_path, capsys):
+    run = _small_run(tmp_path, epochs=1)
+    config = json.loads((run.dir / "config.json").read_text())
+    (run.dir / "config.json").write_text(json.dumps(dict(config, game="Pong")))
+    assert train.main(["--resume", str(run.dir)]) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "game is 'Breakout' in the checkpoint" in err and "Traceback" not in err
