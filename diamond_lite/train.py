@@ -582,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume:
+            given = [name for name, value in (("--set", args.overrides), ("--game", args.game), ("--out", args.out),
+                                              ("--seed", args.seed), ("--model-free", args.model_free)) if value]  # fmt: skip
+            if given:
+                raise ValueError(f"--resume continues a run with its own configuration; {', '.join(given)} cannot change it "
+                                 "(start a new run folder for other settings)")  # fmt: skip
             run = Run.resume(args.resume, args.device)
         else:
             if not args.game or not args.out:

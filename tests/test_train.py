@@ -86,6 +86,8 @@ def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
     assert "accepted profiles" in capsys.readouterr().err
     assert train.main(["--resume", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "nothing"), "--set", "world_model.lr=1e-5"]) == 2
+    assert "--set cannot change it" in capsys.readouterr().err
 
 
 def test_paper_profile_is_the_papers_table():
