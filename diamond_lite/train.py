@@ -409,6 +409,26 @@ class Run:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in values.items():
+                if key == "returns" and value:
+                    writer.add_scalar(f"{event}/mean_return", float(np.mean(value)), self.epoch)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(f"{event}/{key}", value, self.epoch)
+            writer.flush()
+
+    def _tensorboard(self):
+        """A TensorBoard writer into ``<run>/tensorboard`` when the ``tensorboard`` package is installed, else None
+        (metrics.jsonl is the record either way)."""
+        if not hasattr(self, "_writer"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.dir / "tensorboard"))
+            except ImportError:
+                self._writer = None
+        return self._writer
 
     def save_checkpoint(self) -> Path:
         """Models, optimisers, counters and every random state, in one file written atomically."""

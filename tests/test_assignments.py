@@ -74,3 +74,23 @@ def test_a_weakened_test_cell_is_replaced_by_the_courses(tmp_path, capsys):
     assert "0/4" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no course notebook"):
         assignments.grade_notebook(tmp_path / "unknown.ipynb")
+
+
+EXERCISES = {  # notebook: its exercises' test cells and their points
+    "01_edm_preconditioning.ipynb": {"precondition_tests": 2},
+    "02_frame_stacked_unet.ipynb": {"ada_group_norm_tests": 2, "unet_forward_tests": 2},
+    "03_sampling_the_world_model.ipynb": {"karras_schedule_tests": 2, "euler_step_tests": 2},
+    "05_reward_termination_model.ipynb": {"reward_end_loss_tests": 2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_graded_notebook_released_scores_zero_and_solved_scores_full(tmp_path, name):
+    expected = EXERCISES[name]
+    [released] = assignments.release([assignments.NOTEBOOKS / name], tmp_path)
+    report = assignments.grade_notebook(released)
+    assert {r["grade_id"]: r["points"] for r in report["exercises"]} == dict.fromkeys(expected, 0)
+    assert all("NotImplementedError" in r["error"] for r in report["exercises"]), report["exercises"]
+    assert report["other_errors"] == [] and report["max_score"] == sum(expected.values())
+    solved = assignments.grade_notebook(assignments.NOTEBOOKS / name)
+    assert {r["grade_id"]: r["points"] for r in solved["exercises"]} == expected and solved["other_errors"] == []

@@ -186,3 +186,28 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert resumed.epoch == 1
     for k, v in resumed.world_model.state_dict().items():
         torch.testing.assert_close(v, good[k])
+
+
+def test_tensorboard_gets_every_number_when_it_is_installed(tmp_path, monkeypatch):
+    import types
+
+    scalars = []
+
+    class FakeWriter:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is not a dependency)
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    cfg = train.apply_overrides(train.run_config("Breakout", "smoke"), ["num_final_epochs=2"])
+    run = train.Run(cfg, tmp_path / "run", progress=False)
+    run.run(max_epochs=1)
+    tags = {tag for tag, _, _ in scalars}
+    assert {"train_world_model/loss", "train_rew_end_model/loss", "train_actor_critic/entropy", "epoch/seconds",
+            "first_collection/mean_return"} <= tags  # fmt: skip
+    assert all(step in (0, 1) for _, _, step in scalars)
