@@ -10,7 +10,7 @@ Here the same happens in JupyterLab. The logic lives in two plain classes that n
   blurrier. Every finished episode can be saved into a dataset named by environment and controller.
 * ``DatasetViewer``: browse any dataset episode by episode and step by step (±1, ±10, back to the start).
 
-``player_widget`` and ``viewer_widget`` put ipywidgets on top of them; ``save_gif`` exports an episode.
+``player_widget`` and ``viewer_widget`` put ipywidgets on top of them; ``save_gif`` and ``save_mp4`` export an episode.
 """
 
 from __future__ import annotations
@@ -242,17 +242,42 @@ def png_bytes(frame, scale: int = 5) -> bytes:
     return buffer.getvalue()
 
 
+def _frames_of(frames) -> list:
+    if isinstance(frames, Episode):
+        return list(frames.obs) + ([frames.final_obs] if frames.final_obs is not None else [])
+    return list(frames)
+
+
 def save_gif(frames, path: str | Path, *, fps: int = 15, scale: int = 4) -> Path:
     """An animated GIF of ``frames`` (an ``Episode``, or any sequence of frames), looping."""
     from PIL import Image
 
-    if isinstance(frames, Episode):
-        frames = list(frames.obs) + ([frames.final_obs] if frames.final_obs is not None else [])
-    images = [Image.fromarray(upscale(f, scale)) for f in frames]
+    images = [Image.fromarray(upscale(f, scale)) for f in _frames_of(frames)]
     if not images:
         raise ValueError("no frames to save")
     path = Path(path)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def save_mp4(frames, path: str | Path, *, fps: int = 15, scale: int = 4) -> Path:
+    """An MP4 video of ``frames`` (an ``Episode``, or any sequence of frames), written by OpenCV (MPEG-4 part 2, which
+    every player reads; no ffmpeg needed)."""
+    import cv2
+
+    images = [upscale(f, scale) for f in _frames_of(frames)]
+    if not images:
+        raise ValueError("no frames to save")
+    path = Path(path)
+    height, width = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write an MP4 video to {path}")
+    try:
+        for image in images:
+            writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
     return path
 
 

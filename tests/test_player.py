@@ -7,7 +7,7 @@ import torch
 from diamond_lite.actor_critic import ActorCritic, actor_critic_config
 from diamond_lite.data import Collector, Dataset
 from diamond_lite.atari import make_env
-from diamond_lite.player import DatasetViewer, Player, player_widget, save_gif, viewer_widget
+from diamond_lite.player import DatasetViewer, Player, player_widget, save_gif, save_mp4, viewer_widget
 from diamond_lite.rew_end import RewEndModel, rew_end_config
 from diamond_lite.world_model import WorldModel, world_model_config
 
@@ -122,6 +122,19 @@ def test_dataset_viewer_and_gif(replay, tmp_path):
             gif.seek(i)
             total += gif.info["duration"]
         assert total == expected * 100 and gif.size == (128, 128)
+    import cv2
+
+    video = cv2.VideoCapture(str(save_mp4(episode, tmp_path / "e.mp4", fps=10, scale=2)))
+    frames = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == expected and frames[0].shape == (128, 128, 3)
+    # lossy, but the first frame is recognisably the episode's (mean error of a few grey levels)
+    first = cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB).astype(float)
+    assert np.abs(first - np.kron(episode.obs[0], np.ones((2, 2, 1)))).mean() < 8
 
 
 def test_widgets_are_wired_to_the_player(models, replay):

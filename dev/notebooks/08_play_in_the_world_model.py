@@ -19,7 +19,7 @@ import torch
 
 import diamond_lite
 from diamond_lite import actor_critic, atari, data, rew_end, world_model
-from diamond_lite.player import DatasetViewer, Player, player_widget, save_gif, viewer_widget
+from diamond_lite.player import DatasetViewer, Player, player_widget, save_gif, save_mp4, viewer_widget
 from diamond_lite.pretrain import checkpoint_path
 from diamond_lite.viz import animate, show_frames
 
@@ -145,7 +145,7 @@ show_frames(model_frames[::5] + game_frames[::5], [f"model t={t}" for t in range
 # %% [markdown]
 # ## 5. Recordings, and a viewer
 # Every finished episode went into a dataset named by environment and controller. Browse one with the viewer
-# (next/previous episode, ±1 and ±10 steps, back to the first), and export any episode as a GIF.
+# (next/previous episode, ±1 and ±10 steps, back to the first), and export any episode as a GIF or an MP4 video.
 
 # %%
 player.set_environment("world model")
@@ -158,7 +158,9 @@ viewer_widget(viewer)
 
 # %%
 gif = save_gif(viewer.episode, root / "episode.gif", fps=10)
-print(f"saved {gif} ({gif.stat().st_size // 1024} kB)")
+mp4 = save_mp4(viewer.episode, root / "episode.mp4", fps=10)
+for path in (gif, mp4):
+    print(f"saved {path} ({path.stat().st_size // 1024} kB)")
 
 # %% [markdown]
 # ## What to take away
