@@ -187,6 +187,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
             value = text.strip()
+            if isinstance(current, float) and value.lower() in ("inf", "-inf", "nan"):
+                value = float(value)  # not Python literals, but floats a field may take (sampler.s_tmax = inf)
         value = _check_type(key, current, value)
         target = d
         *parents, last = key.split(".")

@@ -74,6 +74,11 @@ def test_overrides_are_validated():
         train.apply_overrides(cfg, ["actor_critic.channels=[1.5]"])
     with pytest.raises(ValueError, match="key=value"):
         train.apply_overrides(cfg, ["seed"])
+    finite = train.apply_overrides(cfg, ["world_model.sampler.s_tmax=2.5"])
+    assert finite.world_model.sampler.s_tmax == 2.5
+    assert train.apply_overrides(finite, ["world_model.sampler.s_tmax=inf"]).world_model.sampler.s_tmax == float("inf")
+    with pytest.raises(ValueError, match="seed takes an int"):
+        train.apply_overrides(cfg, ["seed=inf"])
 
 
 def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
