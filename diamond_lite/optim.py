@@ -2,6 +2,8 @@
 
 * AdamW, with weight decay only on the weights of linear, convolution and LSTM layers: biases, norms and
   embeddings are not decayed (the minGPT convention DIAMOND adopts).
+* The fused AdamW kernel (one pass over all parameters instead of a few kernels per tensor) where torch
+  has one for the parameters' device: same arithmetic, fewer passes over memory (docs/benchmarks.md).
 * A linear warm-up of the learning rate from 0 over the first ``warmup_steps`` updates, then constant.
 """
 
@@ -23,8 +25,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, eps: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, eps=eps)
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, eps: float, *, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW on :func:`parameter_groups`; ``fused=None`` picks the fused kernel where every parameter is a
+    floating tensor on a CPU or CUDA device (torch >= 2.4 has it for both)."""
+    if fused is None:
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, eps=eps, fused=fused)
 
 
 def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
