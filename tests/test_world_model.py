@@ -191,6 +191,41 @@ def test_fast_path_matches_plain_fp32_within_bf16_tolerance():
     assert (d_plain - d_fast.float()).abs().max() < 0.05
 
 
+def test_compiled_sampling_matches_eager_and_follows_the_weights():
+    model = tiny()
+    randomize_output_layer(model)
+    data = batch(2)
+    args = (data["obs"][:, :4], data["act"][:, :4])
+    eager = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+    model.compile_sampling()
+    compiled = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+    assert model._compiled_denoise is not None  # it did compile, and did not fall back
+    assert (compiled - eager).abs().max() <= 2 / 255 + 1e-6  # fused kernels may round one 8-bit step apart
+    with torch.no_grad():  # the compiled function reads the current weights, as training changes them
+        model.denoiser.inner.conv_out.bias.add_(0.5)
+    moved = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+    assert (moved - compiled).abs().mean() > 0.05
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    model = tiny()
+    data = batch(2)
+    args = (data["obs"][:, :4], data["act"][:, :4])
+    eager = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*a, **k):
+            raise RuntimeError("no C++ compiler here")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model.compile_sampling()
+    with pytest.warns(UserWarning, match="no C.. compiler here"):
+        fallback = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fallback, eager) and model._compiled_denoise is None
+
+
 def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):
     import numpy as np
 
