@@ -11,6 +11,9 @@ machine in the same run. It also counts the floating-point operations of a denoi
 (``torch.utils.flop_counter``) and compares the achieved rate with the machine's measured peak: a large matrix
 product in the same dtype. Peak memory: the GPU's allocator peak, or the process's peak resident size on a CPU.
 
+With ``torch.compile`` available, the world model's sampling and the actor-critic step are measured a third time
+with the denoiser compiled (``WorldModel.compile_sampling``); ``--no-compile`` skips that.
+
 Timings are medians over ``--repeats`` runs after a warm-up. Tests run this at a tiny size to check that it works,
 never how fast.
 """
@@ -74,7 +77,10 @@ def train_step_flops(model: WorldModel, batch: dict) -> int:
     return counter.get_total_flops()
 
 
-def bench_world_model(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18) -> dict:
+def bench_world_model(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
+                      compile: bool = False) -> dict:  # fmt: skip
+    """Denoiser train step and sampling, optimised and plain; with ``compile`` also the optimised model's sampling
+    through ``torch.compile`` (``optimised_compiled``, with the seconds its first call spent compiling)."""
     results: dict = {}
     for label, options in [("optimised", {}), ("plain_fp32", {"autocast": False, "channels_last": False})]:
         torch.manual_seed(0)
@@ -96,9 +102,13 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
         if label == "optimised":
             results["parameters"] = model.num_parameters()
             results["train_step_gflop"] = train_step_flops(model, batch) / 1e9
+            if compile:
+                results["optimised_compiled"] = _compiled_sampling(model, obs, act, batch_size, device, repeats)
     opt, plain = results["optimised"], results["plain_fp32"]
     results["speedup_train_step"] = plain["train_step_s"] / opt["train_step_s"]
     results["speedup_sample_3_step"] = opt["sample_3_step_fps"] / plain["sample_3_step_fps"]
+    if compile:
+        results["speedup_sample_3_step_compiled"] = results["optimised_compiled"]["sample_3_step_fps"] / plain["sample_3_step_fps"]
     dtype = torch.bfloat16 if opt["autocast_bf16"] else torch.float32
     peak = matmul_peak(device, dtype)
     results["peak_matmul_gflops"] = {str(dtype).replace("torch.", ""): peak / 1e9}
@@ -106,6 +116,18 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
     results["train_step_floor_s"] = floor
     results["train_step_fraction_of_peak"] = floor / opt["train_step_s"]
     return results
+
+
+def _compiled_sampling(model: WorldModel, obs, act, batch_size: int, device: torch.device, repeats: int) -> dict:
+    started = time.perf_counter()
+    model.compile_sampling()
+    model.predict_next(obs, act, num_steps=1)  # the first call compiles
+    _sync(device)
+    entry = {"compile_s": time.perf_counter() - started, "compiled": model._compiled_denoise is not None}
+    for steps in (1, 3):
+        seconds = median_seconds(lambda: model.predict_next(obs, act, num_steps=steps), device, repeats)
+        entry[f"sample_{steps}_step_fps"] = batch_size / seconds
+    return entry
 
 
 OPTIONS = [("optimised", {}), ("plain_fp32", {"autocast": False, "channels_last": False})]
@@ -133,8 +155,9 @@ def bench_rew_end(profile: str, batch_size: int, device: torch.device, repeats: 
 
 
 def bench_actor_critic(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
-                       horizon: int = 15, num_denoising_steps: int = 3) -> dict:  # fmt: skip
-    """An actor-critic update with its imagination: ``horizon`` imagined steps of ``batch_size`` episodes."""
+                       horizon: int = 15, num_denoising_steps: int = 3, compile: bool = False) -> dict:  # fmt: skip
+    """An actor-critic update with its imagination: ``horizon`` imagined steps of ``batch_size`` episodes; with
+    ``compile`` also with the world model's sampling compiled (``optimised_compiled``)."""
     import tempfile
 
     import numpy as np
@@ -152,9 +175,12 @@ def bench_actor_critic(profile: str, batch_size: int, device: torch.device, repe
             n = 50
             replay.add(Episode(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, num_actions, n),
                                np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)))  # fmt: skip
-        for label, options in OPTIONS:
+        runs = OPTIONS + ([("optimised_compiled", {})] if compile else [])
+        for label, options in runs:
             torch.manual_seed(0)
             wm = WorldModel(world_model_config(profile, num_actions), device, **options)
+            if label == "optimised_compiled":
+                wm.compile_sampling()
             re_cfg = rew_end_config(profile, num_actions)
             re_cfg.img_size = size
             ac_cfg = actor_critic_config(profile, num_actions)
@@ -168,6 +194,8 @@ def bench_actor_critic(profile: str, batch_size: int, device: torch.device, repe
             results[label] = {"train_step_s": seconds, "imagined_frames_per_s": batch_size * horizon / seconds}
             results["parameters"] = ac.num_parameters()
     results["speedup_train_step"] = results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
+    if compile:
+        results["speedup_train_step_compiled"] = results["plain_fp32"]["train_step_s"] / results["optimised_compiled"]["train_step_s"]
     return results
 
 
@@ -202,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="frame size (64 in DIAMOND)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=str, default=None, help="also write the results to this file")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the torch.compile'd sampling measurements (each costs a compile, about a minute on 2 cores)")
     parser.add_argument("--only", choices=("world_model", "rew_end_model", "actor_critic"), action="append",
                         help="measure only these (repeatable); default: all three")
     args = parser.parse_args(argv)
@@ -209,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": machine(), "profile": args.profile, "batch_size": args.batch_size, "device": str(device)}
     benches = {"world_model": bench_world_model, "rew_end_model": bench_rew_end, "actor_critic": bench_actor_critic}
     for name in args.only or benches:
-        results[name] = benches[name](args.profile, args.batch_size, device, args.repeats, args.size)
+        options = {} if name == "rew_end_model" else {"compile": args.compile}
+        results[name] = benches[name](args.profile, args.batch_size, device, args.repeats, args.size, **options)
     results["peak_memory_mb"] = peak_memory_mb(device)
     text = json.dumps(results, indent=1)
     print(text)

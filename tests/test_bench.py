@@ -19,10 +19,11 @@ def test_bench_world_model_reports_both_paths_and_their_ratio():
 
 def test_bench_command_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--profile", "smoke", "--batch-size", "2", "--size", "16", "--repeats", "1", "--json", str(out)]) == 0
+    assert bench.main(["--profile", "smoke", "--batch-size", "2", "--size", "16", "--repeats", "1", "--no-compile", "--json", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["world_model"]["parameters"] > 0 and "cpu" in written["device"] and written["peak_memory_mb"] > 0
     assert {"rew_end_model", "actor_critic"} <= set(written)
+    assert "optimised_compiled" not in written["world_model"]
     assert json.loads(capsys.readouterr().out) == written
 
 
@@ -34,3 +35,16 @@ def test_bench_rew_end_and_actor_critic_report_both_paths():
         assert results["optimised"]["train_step_s"] > 0 and results["plain_fp32"]["train_step_s"] > 0
         assert results["speedup_train_step"] == results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
     assert agent["optimised"]["imagined_frames_per_s"] == 2 * 3 / agent["optimised"]["train_step_s"]
+
+
+def test_bench_measures_compiled_sampling_beside_the_eager_paths(monkeypatch):
+    # torch.compile itself is tested in test_world_model; here an identity stands in, to keep this test fast
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    cpu = torch.device("cpu")
+    wm = bench.bench_world_model("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, compile=True)
+    compiled = wm["optimised_compiled"]
+    assert compiled["compiled"] is True and compiled["compile_s"] > 0 and compiled["sample_3_step_fps"] > 0
+    assert wm["speedup_sample_3_step_compiled"] == compiled["sample_3_step_fps"] / wm["plain_fp32"]["sample_3_step_fps"]
+    agent = bench.bench_actor_critic("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, horizon=3,
+                                     num_denoising_steps=1, compile=True)  # fmt: skip
+    assert agent["speedup_train_step_compiled"] == agent["plain_fp32"]["train_step_s"] / agent["optimised_compiled"]["train_step_s"]
