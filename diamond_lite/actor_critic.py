@@ -242,10 +242,14 @@ class EnvLoop:
         return {k: torch.stack([s[k] for s in steps], dim=1) for k in keys}
 
 
-def epsilon_greedy(logits: Tensor, epsilon: float, generator: torch.Generator | None = None) -> Tensor:
-    """Actions sampled from the policy, each replaced by a uniformly random one with probability ``epsilon``
-    (DIAMOND: 0.01 when collecting real data, 0 in evaluation and in imagination)."""
-    probs = logits.float().softmax(-1)
+def epsilon_greedy(logits: Tensor, epsilon: float, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+    """Actions sampled from the policy at ``temperature`` (``softmax(logits / temperature)``), each replaced by a
+    uniformly random one with probability ``epsilon`` (DIAMOND: 0.01 when collecting real data, 0 in evaluation
+    and in imagination). A temperature below 1 sharpens the policy towards its preferred action: the Freeway
+    setting (``CollectionConfig.temperature``)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    probs = (logits.float() / temperature).softmax(-1)
     act = torch.multinomial(probs, 1, generator=generator)[:, 0]
     if epsilon > 0:
         b, n = probs.shape
@@ -259,8 +263,10 @@ class Policy:
     """The actor-critic as a policy for one real environment (``Collector``'s protocol): ``policy(frame)``
     takes a uint8 ``(H, W, 3)`` frame and returns an action; ``reset()`` at each new episode."""
 
-    def __init__(self, model: ActorCritic, epsilon: float = 0.0, seed: int | None = None) -> None:
-        self.model, self.epsilon = model, epsilon
+    def __init__(self, model: ActorCritic, epsilon: float = 0.0, seed: int | None = None, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model, self.epsilon, self.temperature = model, epsilon, temperature
         self.generator = torch.Generator(model.device).manual_seed(seed if seed is not None else 0)
         self.state = None
 
@@ -272,7 +278,7 @@ class Policy:
         self.model.eval()
         obs = torch.from_numpy(np.ascontiguousarray(frame)).to(self.model.device).permute(2, 0, 1)[None].float().div(127.5).sub(1)
         logits, _, self.state = self.model(obs, self.state)
-        return int(epsilon_greedy(logits, self.epsilon, self.generator)[0])
+        return int(epsilon_greedy(logits, self.epsilon, self.generator, self.temperature)[0])
 
 
 def actor_critic_config(profile: str, num_actions: int) -> ActorCriticConfig:

@@ -59,6 +59,13 @@ STATE_FORMAT = "diamond_lite.train_state/1"
 # Disk per real step in the dataset, generously: a compressed 64x64 frame takes 180 B in Breakout, 250 B in Qbert.
 BYTES_PER_STEP = 2_000
 
+# The Freeway trick. In Freeway a point needs a long run of mostly UP moves; a policy sampled at temperature 1 from
+# near-uniform logits wanders and rarely scores, so the data never shows a reward. DIAMOND follows IRIS here
+# (Micheli et al. 2023, Appendix; DIAMOND issue #34, where its authors confirm the trick is lowering the policy's
+# sampling temperature): on Freeway only, real data is collected at a low temperature, so a slight preference for
+# UP becomes a consistent one. We could not read the appendix's value from here; 0.01 is our choice (docs/agent.md).
+FREEWAY_TEMPERATURE = 0.01
+
 
 # -- configuration ---------------------------------------------------------------------------------
 
@@ -87,6 +94,8 @@ class CollectionConfig:
     test_episodes: int = 4
     final_test_episodes: int = 100
     test_max_steps: int = 0  # 0: no cap but the game's own 108k-frame limit (the paper)
+    # The policy's sampling temperature when collecting real data: 1 except on Freeway (FREEWAY_TEMPERATURE)
+    temperature: float = 1.0
 
 
 @dataclass
@@ -109,6 +118,10 @@ class RunConfig:
     num_final_epochs: int = 50
     evaluation_every: int = 10
     checkpoints_to_keep: int = 3
+    # torch.compile the denoiser for imagination (WorldModel.compile_sampling). Off in every profile: on this
+    # 2-core CPU it made course-size sampling 1.38x faster but the actor-critic step no faster, and paper-size
+    # sampling no faster (docs/benchmarks.md); a GPU may differ (`--set compile=True`, measure with bench)
+    compile: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,6 +161,8 @@ def run_config(game: str, profile: str) -> RunConfig:
                                 test_episodes=4, final_test_episodes=20, test_max_steps=5_000),
         paper=CollectionConfig(),
     )  # fmt: skip
+    if game == "Freeway":
+        collection.temperature = FREEWAY_TEMPERATURE
     return RunConfig(
         game=game,
         profile=p.name,
@@ -256,9 +271,11 @@ class Run:
         self.dataset = Dataset(self.dir / "dataset" / "train")
         game, seed = cfg.game, cfg.seed
         self.world_model = WorldModel(cfg.world_model, self.device, game=game)
+        if cfg.compile and not cfg.model_free:
+            self.world_model.compile_sampling()
         self.rew_end_model = RewEndModel(cfg.rew_end_model, self.device, game=game)
         self.actor_critic = ActorCritic(cfg.actor_critic, self.device, game=game)
-        self.policy = Policy(self.actor_critic, epsilon=cfg.collection.epsilon, seed=seed)
+        self.policy = Policy(self.actor_critic, epsilon=cfg.collection.epsilon, seed=seed, temperature=cfg.collection.temperature)
         self.collector = Collector(make_env(game, split="train", seed=seed), self.dataset, self.policy, seed=seed)
         t = cfg.training_world_model, cfg.training_rew_end_model, cfg.training_actor_critic
         n = cfg.world_model.num_steps_conditioning

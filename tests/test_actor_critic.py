@@ -112,6 +112,19 @@ def test_epsilon_greedy():
     assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.015)
 
 
+def test_a_low_temperature_turns_a_slight_preference_into_a_consistent_one():
+    g = torch.Generator().manual_seed(0)
+    slight = torch.tensor([[0.0, 0.1, 0.0]]).repeat(20_000, 1)  # 36% for action 1 at temperature 1
+    at_one = (epsilon_greedy(slight, 0.0, g) == 1).float().mean().item()
+    at_low = (epsilon_greedy(slight, 0.0, g, temperature=0.01) == 1).float().mean().item()
+    assert abs(at_one - 0.3559) < 0.015 and at_low > 0.99
+    flat = torch.zeros(20_000, 3)  # a uniform policy stays uniform at any temperature
+    counts = torch.bincount(epsilon_greedy(flat, 0.0, g, temperature=0.01), minlength=3).float() / 20_000
+    assert torch.allclose(counts, torch.full((3,), 1 / 3), atol=0.015)
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        epsilon_greedy(slight, 0.0, g, temperature=0.0)
+
+
 # -- imagination ----------------------------------------------------------------------------------
 
 

@@ -95,6 +95,25 @@ def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
     assert "--set cannot change it" in capsys.readouterr().err
 
 
+def test_freeway_alone_collects_at_a_low_temperature(tmp_path):
+    for profile in ("smoke", "paper"):
+        assert train.run_config("Freeway", profile).collection.temperature == train.FREEWAY_TEMPERATURE < 1
+        assert train.run_config("Breakout", profile).collection.temperature == 1.0
+    run = train.Run(train.run_config("Freeway", "smoke"), tmp_path / "run", progress=False)
+    assert run.policy.temperature == train.FREEWAY_TEMPERATURE  # the collecting policy uses it
+
+
+def test_compile_switch_compiles_the_world_models_sampling(tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)  # the real one: test_world_model
+    cfg = train.run_config("Breakout", "smoke")
+    assert cfg.compile is False and train.run_config("Breakout", "paper").compile is False
+    assert train.Run(cfg, tmp_path / "plain", progress=False).world_model._compiled_denoise is None
+    cfg = train.apply_overrides(cfg, ["compile=True"])
+    run = train.Run(cfg, tmp_path / "compiled", progress=False)
+    assert run.world_model._compiled_denoise is not None and len(compiled) == 1
+
+
 def test_paper_profile_is_the_papers_table():
     table = json.loads((ROOT / "data" / "diamond_hyperparameters.json").read_text())
     cfg = train.run_config("Breakout", "paper")
