@@ -60,7 +60,7 @@ STATE_FORMAT = "diamond_lite.train_state/1"
 BYTES_PER_STEP = 2_000
 
 # The Freeway trick. In Freeway a point needs a long run of mostly UP moves; a policy sampled at temperature 1 from
-# near-uniform logits wanders and rarely scores, so the data never shows a reward. DIAMOND follows IRIS here
+# near-uniform logits wanders and rarely scores, so the data hardly ever shows a reward. DIAMOND follows IRIS here
 # (Micheli et al. 2023, Appendix; DIAMOND issue #34, where its authors confirm the trick is lowering the policy's
 # sampling temperature): on Freeway only, real data is collected at a low temperature, so a slight preference for
 # UP becomes a consistent one. We could not read the appendix's value from here; 0.01 is our choice (docs/agent.md).
