@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -123,7 +124,7 @@ def _compiled_sampling(model: WorldModel, obs, act, batch_size: int, device: tor
     model.compile_sampling()
     model.predict_next(obs, act, num_steps=1)  # the first call compiles
     _sync(device)
-    entry = {"compile_s": time.perf_counter() - started, "compiled": model._compiled_denoise is not None}
+    entry = {"compile_s": time.perf_counter() - started, "compiled": model.is_compiled}
     for steps in (1, 3):
         seconds = median_seconds(lambda: model.predict_next(obs, act, num_steps=steps), device, repeats)
         entry[f"sample_{steps}_step_fps"] = batch_size / seconds
@@ -229,12 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=64, help="frame size (64 in DIAMOND)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=str, default=None, help="also write the results to this file")
+    parser.add_argument("--json", type=str, default=None, help="also write the results to this file (a new one)")
+    parser.add_argument("--overwrite", action="store_true", help="let --json replace an existing file")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="skip the torch.compile'd sampling measurements (each costs a compile, about a minute on 2 cores)")
     parser.add_argument("--only", choices=("world_model", "rew_end_model", "actor_critic"), action="append",
                         help="measure only these (repeatable); default: all three")
     args = parser.parse_args(argv)
+    if args.json and os.path.exists(args.json) and not args.overwrite:
+        # checked before measuring: recorded results in docs/ are kept, and nothing is lost after an hour's run
+        parser.error(f"--json {args.json} exists; choose a new file or pass --overwrite")
     device = torch.device(args.device)
     results = {"machine": machine(), "profile": args.profile, "batch_size": args.batch_size, "device": str(device)}
     benches = {"world_model": bench_world_model, "rew_end_model": bench_rew_end, "actor_critic": bench_actor_critic}

@@ -154,6 +154,11 @@ class WorldModel(Component):
         return self.denoiser.denoise(x, sigma, obs=obs, act=act)
 
     @property
+    def is_compiled(self) -> bool:
+        """Whether sampling runs compiled: after :meth:`compile_sampling`, and until a compile failure fell back."""
+        return self._compiled_denoise is not None
+
+    @property
     def n(self) -> int:
         return self.cfg.num_steps_conditioning
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from diamond_lite import bench
@@ -25,6 +26,14 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert {"rew_end_model", "actor_critic"} <= set(written)
     assert "optimised_compiled" not in written["world_model"]
     assert json.loads(capsys.readouterr().out) == written
+
+
+def test_bench_refuses_to_overwrite_a_recorded_result(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    out.write_text("{}")
+    with pytest.raises(SystemExit):
+        bench.main(["--profile", "smoke", "--batch-size", "2", "--size", "16", "--repeats", "1", "--no-compile", "--json", str(out)])
+    assert out.read_text() == "{}" and "--overwrite" in capsys.readouterr().err
 
 
 def test_bench_rew_end_and_actor_critic_report_both_paths():

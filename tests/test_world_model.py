@@ -7,7 +7,7 @@ import torch
 
 from diamond_lite.unet import AdaGroupNorm, FourierFeatures, ResBlock, UNet, UNetConfig
 from diamond_lite.world_model import WorldModel, WorldModelConfig, world_model_config
-from world_model_helpers import TINY, batch, randomize_output_layer
+from world_model_helpers import TINY, batch, conditioning, randomize_output_layer
 
 
 
@@ -160,8 +160,7 @@ def test_a_pickled_payload_is_refused(tmp_path):
 def test_sampling_is_deterministic_with_a_generator():
     model = tiny()
     randomize_output_layer(model)
-    data = batch(2)
-    args = (data["obs"][:, :4], data["act"][:, :4])
+    args = conditioning()
     a = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
     b = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
     c = model.predict_next(*args, generator=torch.Generator().manual_seed(1))
@@ -194,12 +193,11 @@ def test_fast_path_matches_plain_fp32_within_bf16_tolerance():
 def test_compiled_sampling_matches_eager_and_follows_the_weights():
     model = tiny()
     randomize_output_layer(model)
-    data = batch(2)
-    args = (data["obs"][:, :4], data["act"][:, :4])
+    args = conditioning()
     eager = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
     model.compile_sampling()
     compiled = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
-    assert model._compiled_denoise is not None  # it did compile, and did not fall back
+    assert model.is_compiled  # it did compile, and did not fall back
     assert (compiled - eager).abs().max() <= 2 / 255 + 1e-6  # fused kernels may round one 8-bit step apart
     with torch.no_grad():  # the compiled function reads the current weights, as training changes them
         model.denoiser.inner.conv_out.bias.add_(0.5)
@@ -209,8 +207,7 @@ def test_compiled_sampling_matches_eager_and_follows_the_weights():
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     model = tiny()
-    data = batch(2)
-    args = (data["obs"][:, :4], data["act"][:, :4])
+    args = conditioning()
     eager = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
 
     def broken_compile(fn, **kwargs):
@@ -223,7 +220,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     model.compile_sampling()
     with pytest.warns(UserWarning, match="no C.. compiler here"):
         fallback = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(fallback, eager) and model._compiled_denoise is None
+    assert torch.equal(fallback, eager) and not model.is_compiled
 
 
 def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):

@@ -26,3 +26,9 @@ def randomize_output_layer(model):
             torch.nn.init.normal_(module.conv_out.weight, std=0.1)
         if isinstance(module, ResBlock):
             torch.nn.init.normal_(module.conv2.weight, std=0.1)
+
+
+def conditioning(b=2):
+    """The last 4 frames and actions of a batch: the arguments of ``predict_next``."""
+    data = batch(b)
+    return data["obs"][:, :4], data["act"][:, :4]
