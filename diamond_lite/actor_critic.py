@@ -249,7 +249,10 @@ def epsilon_greedy(logits: Tensor, epsilon: float, generator: torch.Generator | 
     setting (``CollectionConfig.temperature``)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    probs = (logits.float() / temperature).softmax(-1)
+    logits = logits.float()
+    if temperature != 1:  # imagination samples at 1 every step: skip the division there
+        logits = logits / temperature
+    probs = logits.softmax(-1)
     act = torch.multinomial(probs, 1, generator=generator)[:, 0]
     if epsilon > 0:
         b, n = probs.shape

@@ -1,6 +1,7 @@
 """Score finished runs against the published Atari 100k results (notebook 07).
 
     python -m diamond_lite.evaluate runs/breakout-0 runs/breakout-1 [--plot scores.png] [--json scores.json]
+    python -m diamond_lite.evaluate runs/Seaquest-course --curves curves.png     # and its learning curves
 
 For each run: the mean and standard deviation of its final test returns (``results.json``: 100 episodes in the
 paper profile, actions sampled from the policy with ε = 0, as DIAMOND evaluates) and its human-normalised score
@@ -121,12 +122,68 @@ def plot(summary: dict, path: str | Path | None = None):
     return fig
 
 
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The events of a run, one per line of its ``metrics.jsonl``; a line cut short by a crash is skipped."""
+    events = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+CURVES = (("train_world_model", "loss", "world-model loss"), ("train_rew_end_model", "loss", "reward/end loss"),
+          ("train_actor_critic", "return", "λ-return in imagination"), ("train_actor_critic", "entropy", "policy entropy"),
+          ("evaluate", "mean", "real test return"))  # fmt: skip
+
+
+def plot_curves(log: list[dict], path: str | Path | None = None, title: str | None = None):
+    """A run's learning curves from its events: each model's loss, the λ-return the agent expects in
+    imagination and its policy entropy per epoch, the real test returns, and the return of every training
+    episode against real steps (train split: a life loss ends an episode) with a running mean."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 5.6))
+    axes = axes.ravel()
+    for ax, (event, key, name) in zip(axes, CURVES):
+        chosen = [e for e in log if e["event"] == event and key in e]
+        ax.plot([e["epoch"] for e in chosen], [e[key] for e in chosen], "o-" if event == "evaluate" else "-", ms=3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    steps, returns = [], []
+    for e in log:
+        if e["event"] in ("first_collection", "collect"):
+            steps += [e["env_steps"]] * len(e["returns"])
+            returns += e["returns"]
+    ax = axes[5]
+    ax.plot(steps, returns, ".", ms=3, alpha=0.4, label="episode")
+    if len(returns) >= 10:
+        k = max(5, len(returns) // 15)
+        ax.plot(steps[k - 1 :], np.convolve(returns, np.ones(k) / k, mode="valid"), "C1", label=f"mean of {k}")
+    # where the random first collection ends and the agent starts to play
+    ax.axvline(next((e["env_steps"] for e in log if e["event"] == "collect"), 0), color="gray", ls=":", lw=1)
+    ax.set_title("training episodes (random, then the agent)", fontsize=10)
+    ax.set_xlabel("real steps")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders written by python -m diamond_lite.train")
     parser.add_argument("--episodes", type=int, default=10, help="test episodes for a run that has not finished")
     parser.add_argument("--json", type=Path, default=None, help="write the summary here")
     parser.add_argument("--plot", type=Path, default=None, help="save the per-game plot here (PNG)")
+    parser.add_argument("--curves", type=Path, default=None, metavar="PNG",
+                        help="save the learning curves of the (first) run here")
     args = parser.parse_args(argv)
     try:
         results = [run_result(r, args.episodes) for r in args.runs]
@@ -137,11 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     if args.json:
         args.json.write_text(json.dumps({"runs": results, **summary}, indent=1) + "\n")
-    if args.plot:
+    if args.plot or args.curves:
         import matplotlib
 
         matplotlib.use("Agg")
+    if args.plot:
         plot(summary, args.plot)
+    if args.curves:
+        plot_curves(read_log(args.runs[0]), args.curves, title=f"{results[0]['game']} ({results[0]['profile']} profile)")
     return 0
 
 

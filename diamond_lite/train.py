@@ -504,8 +504,9 @@ class Run:
             model.num_updates = payload["num_updates"][name]
         run.epoch, run.num_epochs_collect = payload["epoch"], payload["num_epochs_collect"]
         _set_rng_state(run, payload["rng"])
-        run._truncate_log()
-        run.log("resume", from_checkpoint=path.name, env_steps=run.dataset.num_steps)
+        if not (out / "results.json").exists():  # a finished run only reads its results: its log stays as it is
+            run._truncate_log()
+            run.log("resume", from_checkpoint=path.name, env_steps=run.dataset.num_steps)
         return run
 
     def _truncate_log(self) -> None:

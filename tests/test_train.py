@@ -45,7 +45,9 @@ def test_smoke_run_end_to_end(tmp_path):
     assert state["epoch"] == results["epochs"]
     # a second start in the same folder is refused; resuming a finished run returns its results
     assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out)]) == 2
+    before = (out / "metrics.jsonl").read_text()
     assert train.Run.resume(out, progress=False).run() == results
+    assert (out / "metrics.jsonl").read_text() == before  # reading a finished run logs nothing
 
 
 def test_model_free_switch_trains_only_the_actor_critic(tmp_path):
@@ -179,6 +181,31 @@ def test_evaluate_scores_runs_against_the_published_table(tmp_path, capsys):
     assert low <= g["hns"] <= high and low < high  # two runs that differ: a real interval
     assert "| Breakout | 2 | 4.0 ± 1.0 |" in text and "DIAMOND 1.459" in text and (tmp_path / "s.png").stat().st_size > 0
     assert evaluate.main([str(tmp_path / "missing")]) == 2
+
+
+def test_learning_curves_show_what_the_log_holds(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from diamond_lite import evaluate
+
+    events = [
+        {"event": "first_collection", "epoch": 0, "env_steps": 200, "returns": [1.0, 2.0]},
+        {"event": "collect", "epoch": 1, "env_steps": 300, "returns": [3.0]},
+        {"event": "train_world_model", "epoch": 1, "loss": 0.5}, {"event": "train_world_model", "epoch": 2, "loss": 0.3},
+        {"event": "train_actor_critic", "epoch": 2, "return": 0.1, "entropy": 1.7},
+        {"event": "evaluate", "epoch": 2, "mean": 4.0},
+    ]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"event": "coll')  # cut by a crash
+    (tmp_path / "results.json").write_text(json.dumps({"game": "Breakout", "profile": "smoke", "seed": 0, "returns": [4.0], "mean": 4.0, "std": 0.0}))
+    log = evaluate.read_log(tmp_path)
+    assert log == events
+    axes = evaluate.plot_curves(log).axes
+    assert list(axes[0].lines[0].get_ydata()) == [0.5, 0.3] and list(axes[4].lines[0].get_xdata()) == [2]
+    assert list(axes[5].lines[0].get_xdata()) == [200, 200, 300] and list(axes[5].lines[0].get_ydata()) == [1.0, 2.0, 3.0]
+    assert len(axes[1].lines[0].get_xdata()) == 0  # no reward/end events: an empty panel, not an error
+    assert evaluate.main([str(tmp_path), "--curves", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 def test_evaluate_scores_an_unfinished_run_from_its_checkpoint(tmp_path):

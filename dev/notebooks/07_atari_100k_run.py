@@ -96,38 +96,15 @@ print(json.dumps({k: v for k, v in results.items() if not k.endswith("returns")}
 
 # %% [markdown]
 # ## 4. Learning curves
-# Every event of the run is one line of `metrics.jsonl`. The losses of the three models per epoch, the return the
-# agent expects in imagination, and the real test returns.
+# Every event of the run is one line of `metrics.jsonl` (`evaluate.read_log`). From them, `evaluate.plot_curves`
+# draws the losses of the two world-model parts per epoch, the return the agent expects in imagination, its policy
+# entropy, the real test returns, and the return of every training episode (`python -m diamond_lite.evaluate RUN
+# --curves FILE` saves the same figure).
 
 # %%
-log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-def series(event, key):
-    xs = [e["epoch"] for e in log if e["event"] == event and key in e]
-    return xs, [e[key] for e in log if e["event"] == event and key in e]
-
-fig, axes = plt.subplots(2, 3, figsize=(14, 5.6))
-axes = axes.ravel()
-for ax, (event, key, title) in zip(axes, [("train_world_model", "loss", "world-model loss"), ("train_rew_end_model", "loss", "reward/end loss"),
-                                          ("train_actor_critic", "return", "λ-return in imagination"), ("train_actor_critic", "entropy", "policy entropy"),
-                                          ("evaluate", "mean", "real test return")]):
-    x, y = series(event, key)
-    ax.plot(x, y, "o-" if event == "evaluate" else "-", ms=3)
-    ax.set_title(title, fontsize=10); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
-# the returns of the training episodes (train split: an episode ends at a life loss), against real steps
-steps, rets = [], []
-for e in log:
-    if e["event"] in ("first_collection", "collect"):
-        for r in e["returns"]:
-            steps.append(e["env_steps"]); rets.append(r)
-ax = axes[5]
-ax.plot(steps, rets, ".", ms=3, alpha=0.4, label="episode")
-if len(rets) >= 10:
-    k = max(5, len(rets) // 15)
-    ax.plot(steps[k - 1 :], np.convolve(rets, np.ones(k) / k, mode="valid"), "C1", label=f"mean of {k}")
-ax.axvline(next((e["env_steps"] for e in log if e["event"] == "collect"), 0), color="gray", ls=":", lw=1)
-ax.set_title("training episodes (random, then the agent)", fontsize=10); ax.set_xlabel("real steps"); ax.legend(fontsize=7); ax.grid(alpha=0.3)
-fig.tight_layout(); plt.show()
+log = evaluate.read_log(out)
+print(f"{len(log)} events; the first two:", *log[:2], sep="\n")
+evaluate.plot_curves(log, title=f"{GAME}, {P} profile"); plt.show()
 
 # %% [markdown]
 # ## 5. Did it learn? The agent against a random policy
