@@ -5,8 +5,8 @@
 For the profile's models at the given batch it measures a denoiser train step (forward, backward, AdamW),
 next-frame sampling at 1 and 3 Euler steps, a reward/termination-model train step (segments of horizon + 4) and
 an actor-critic train step including its imagination (horizon 15 with the world model and the reward/end model,
-3 denoising steps), each twice: with the speed-ups the models pick for the device (bf16 autocast, channels-last)
-and with every one of them off (plain fp32 eager). The ratio of the two is the speed-up, measured on the same
+3 denoising steps), each twice: with the speed-ups the models pick for the device (bf16 autocast and channels-last;
+for sampling, a bf16 copy of the U-Net) and with every one of them off (plain fp32 eager). The ratio of the two is the speed-up, measured on the same
 machine in the same run. It also counts the floating-point operations of a denoiser train step
 (``torch.utils.flop_counter``) and compares the achieved rate with the machine's measured peak: a large matrix
 product in the same dtype. Peak memory: the GPU's allocator peak, or the process's peak resident size on a CPU.
@@ -96,6 +96,7 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
         for steps in (1, 3):
             seconds = median_seconds(lambda: model.predict_next(obs, act, num_steps=steps), device, repeats)
             entry[f"sample_{steps}_step_fps"] = batch_size / seconds
+        entry["sampling_bf16_copy"] = model._sampling_denoiser() is not model.denoiser
         if device.type == "cuda":
             entry["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             torch.cuda.reset_peak_memory_stats(device)

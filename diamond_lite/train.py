@@ -19,8 +19,10 @@ The schedule, as DIAMOND's ``src/trainer.py`` runs it:
 The run folder holds ``config.json``, ``dataset/`` (one file per episode, written as it is collected),
 ``checkpoints/`` (everything needed to resume, written atomically after each epoch, the newest few kept),
 ``metrics.jsonl`` (one JSON line per event) and ``results.json`` (the final evaluation). ``--resume`` continues
-after the last checkpoint: every collected episode kept, models, optimisers, counters and random states restored,
-and the metrics log cut back to that epoch so it continues without gaps or duplicates.
+after the last checkpoint: every collected episode kept (steps played after the checkpoint count toward the epoch
+that played them, so the run's total of real steps does not change), models, optimisers, counters and random states
+restored, and the metrics log cut back to that epoch so it continues without gaps or duplicates. The game itself
+restarts: an episode cut by the crash stays in the data, unfinished, and a new one begins.
 """
 
 from __future__ import annotations
@@ -295,6 +297,7 @@ class Run:
         self._check_free_space()
         self.epoch = 0
         self.num_epochs_collect: int | None = None
+        self.env_steps_at_checkpoint = self.dataset.num_steps
         self.test_returns: list[float] = []
         if not any(self.dir.glob("checkpoints/epoch_*.pt")):
             self.save_checkpoint()  # so that a run killed during its first collection can resume too
@@ -318,7 +321,11 @@ class Run:
             self.epoch += 1
             started = time.monotonic()
             if self.epoch <= self.num_epochs_collect and not self.cfg.model_free:
-                self.collect(self.cfg.collection.steps_per_epoch)
+                # Steps saved after the last checkpoint (a run killed during this epoch, then resumed) count toward
+                # this epoch's share: a resumed run plays as many real steps as an uninterrupted one.
+                missing = self.env_steps_at_checkpoint + self.cfg.collection.steps_per_epoch - self.dataset.num_steps
+                if missing > 0:
+                    self.collect(missing)
             losses = self.train_models()
             if self.epoch % self.cfg.evaluation_every == 0:
                 self.evaluate(self.cfg.collection.test_episodes)
@@ -467,6 +474,7 @@ class Run:
         path = self.dir / "checkpoints" / f"epoch_{self.epoch:05d}.pt"
         with self._storage(f"the checkpoint {path.name}"):
             write_atomic(payload, path)
+        self.env_steps_at_checkpoint = payload["env_steps"]
         for old in sorted(self.dir.glob("checkpoints/epoch_*.pt"))[: -self.cfg.checkpoints_to_keep]:
             old.unlink(missing_ok=True)
         return path
@@ -503,10 +511,12 @@ class Run:
             model.scheduler.load_state_dict(payload["schedulers"][name])
             model.num_updates = payload["num_updates"][name]
         run.epoch, run.num_epochs_collect = payload["epoch"], payload["num_epochs_collect"]
+        run.env_steps_at_checkpoint = payload["env_steps"]
         _set_rng_state(run, payload["rng"])
         if not (out / "results.json").exists():  # a finished run only reads its results: its log stays as it is
             run._truncate_log()
-            run.log("resume", from_checkpoint=path.name, env_steps=run.dataset.num_steps)
+            run.log("resume", from_checkpoint=path.name, env_steps=run.dataset.num_steps,
+                    env_steps_at_checkpoint=run.env_steps_at_checkpoint)  # fmt: skip
         return run
 
     def _truncate_log(self) -> None:

@@ -190,6 +190,35 @@ def test_fast_path_matches_plain_fp32_within_bf16_tolerance():
     assert (d_plain - d_fast.float()).abs().max() < 0.05
 
 
+def test_bf16_sampling_copy_stays_close_to_fp32_and_follows_the_weights():
+    """With autocast on, sampling runs a bf16 copy of the U-Net: within bf16 rounding of plain fp32 sampling,
+    never part of the state, and remade whenever a weight changes (a step, a loaded state, an in-place edit)."""
+    plain = tiny()
+    randomize_output_layer(plain)
+    fast = WorldModel(plain.cfg, autocast=True, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    args, g = conditioning(), lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    ours, reference = fast.predict_next(*args, generator=g()), plain.predict_next(*args, generator=g())
+    assert fast._sampling_denoiser() is not fast.denoiser
+    assert next(fast._sampling_denoiser().inner.unet.parameters()).dtype == torch.bfloat16
+    assert ours.dtype == torch.float32 and ours.shape == reference.shape
+    levels = (ours - reference).abs() * 127.5
+    assert levels.mean() < 0.5 and levels.max() <= 4  # bf16 rounds; an 8-bit level or a few at the most
+    assert set(fast.state_dict()) == set(plain.state_dict())  # the copy is not saved with the model
+    copy_before = fast._sampling_denoiser()
+    assert fast._sampling_denoiser() is copy_before  # unchanged weights: the same copy, not a new one per call
+    with torch.no_grad():
+        fast.denoiser.inner.conv_out.bias.add_(0.5)
+    moved = fast.predict_next(*args, generator=g())
+    assert (moved - ours).abs().mean() > 0.05
+    fast.train_step(batch(3))
+    after_step = fast._sampling_denoiser()
+    assert after_step is not copy_before
+    fast.load_state_dict(plain.state_dict())
+    assert fast._sampling_denoiser() is not after_step
+    assert torch.equal(fast.predict_next(*args, generator=g()), ours)  # the same weights again: the same frame
+
+
 def test_compiled_sampling_matches_eager_and_follows_the_weights():
     model = tiny()
     randomize_output_layer(model)
