@@ -158,9 +158,10 @@ class WorldModel(Component):
         Under autocast every group norm returns fp32, so the additions, SiLUs and products between convolutions
         run in fp32 over twice the bytes, and each weight is cast again in every autocast region. The copy runs
         the U-Net in bf16 throughout (the noise and action embedding stays fp32, and EDM's preconditioning around
-        the network too): docs/benchmarks.md, 1.2-1.4x faster 3-step sampling on 2 CPU cores than autocast, within
-        one 8-bit level of it (tested). The copy is remade whenever a weight changes: an optimiser step, a loaded
-        state or an in-place edit bumps the tensor's version counter, which the copy remembers.
+        the network too): docs/benchmarks.md, 3-step sampling 7-11% faster than under autocast on 2 CPU cores, and
+        within one 8-bit level of plain fp32 there (the tests allow a few). The copy is remade whenever a weight
+        changes: an optimiser step, a loaded state or an in-place edit bumps the tensor's version counter, which the
+        copy remembers.
         """
         if not self.use_autocast or self._compiled_denoise is not None:
             return self.denoiser
