@@ -175,14 +175,14 @@ class WorldModel(Component):
             self._bf16_copy = (versions, Denoiser(inner, self.denoiser.cfg))
         return self._bf16_copy[1]
 
-    def _denoise(self, x: Tensor, sigma: Tensor, obs: Tensor, act: Tensor) -> Tensor:
+    def _denoise(self, net: Denoiser, x: Tensor, sigma: Tensor, obs: Tensor, act: Tensor) -> Tensor:
         if self._compiled_denoise is not None:
             try:
                 return self._compiled_denoise(x, sigma, obs=obs, act=act)
             except Exception as error:  # a compiler missing or failing: eager gives the same numbers (tested)
                 warnings.warn(f"torch.compile failed, sampling stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
                 self._compiled_denoise = None
-        return self._sampling_denoiser().denoise(x, sigma, obs=obs, act=act)
+        return net.denoise(x, sigma, obs=obs, act=act)
 
     @property
     def is_compiled(self) -> bool:
@@ -234,14 +234,15 @@ class WorldModel(Component):
         x = torch.randn(b, c, h, w, generator=generator, device=self.device)  # DIAMOND: unit-variance start
         sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=self.device)
 
-        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            return self._denoise(self._layout(x), sigma, obs, act).float()
+        net = self._sampling_denoiser()  # once per frame: the weights do not change while sampling
 
-        # The bf16 copy needs no autocast (which would send its group norms back to fp32). A compiled denoiser
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            return self._denoise(net, self._layout(x), sigma, obs, act).float()
+
+        # The bf16 copy needs no autocast (which would send its group norms back to fp32). The model's own denoiser
         # keeps autocast, in one region around all the steps: autocast keeps the bf16 weights it cast until the
         # region ends, so they are cast once per frame rather than once per step (the same numbers).
-        region = self._autocast() if self._sampling_denoiser() is self.denoiser else contextlib.nullcontext()
-        with region:
+        with self._autocast() if net is self.denoiser else contextlib.nullcontext():
             return sample(
                 denoise, x, sigmas, order=cfg.order, s_churn=cfg.s_churn, s_tmin=cfg.s_tmin, s_tmax=cfg.s_tmax,
                 s_noise=cfg.s_noise, generator=generator,
