@@ -15,8 +15,10 @@ size on a CPU.
 With ``torch.compile`` available, the world model's sampling and the actor-critic step are measured a third time
 with the denoiser compiled (``WorldModel.compile_sampling``); ``--no-compile`` skips that.
 
-Timings are medians over ``--repeats`` runs after a warm-up. Tests run this at a tiny size to check that it works,
-never how fast.
+Timings are medians over ``--repeats`` rounds after a warm-up. In each round every variant of a measurement runs
+once, in turn (optimised, plain, compiled), so that a machine whose speed drifts over minutes (shared 2-core
+machines do, by up to 2x) slows all of them alike and their ratio stays fair. Tests run this at a tiny size to check
+that it works, never how fast.
 """
 
 from __future__ import annotations
@@ -53,6 +55,22 @@ def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, device: torch.device, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each callable in ``fns``, timed in rounds that run each of them once, in turn."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of an ``n x n`` matrix product in ``dtype``: what this machine can do at best."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -79,35 +97,45 @@ def train_step_flops(model: WorldModel, batch: dict) -> int:
     return counter.get_total_flops()
 
 
+OPTIONS = {"optimised": {}, "plain_fp32": {"autocast": False, "channels_last": False}}
+
+
 def bench_world_model(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
                       compile: bool = False) -> dict:  # fmt: skip
-    """Denoiser train step and sampling, optimised and plain; with ``compile`` also the optimised model's sampling
-    through ``torch.compile`` (``optimised_compiled``, with the seconds its first call spent compiling)."""
-    results: dict = {}
-    for label, options in [("optimised", {}), ("plain_fp32", {"autocast": False, "channels_last": False})]:
+    """Denoiser train step and sampling, optimised and plain; with ``compile`` also sampling through
+    ``torch.compile`` (``optimised_compiled``: a third model, with the seconds its first call spent compiling)."""
+    models = {}
+    for label, options in OPTIONS.items():
         torch.manual_seed(0)
-        model = WorldModel(world_model_config(profile, num_actions), device, **options)
-        batch = fake_batch(batch_size, model, size, device)
-        obs, act = batch["obs"][:, : model.n], batch["act"][:, : model.n]
-        entry = {
-            "autocast_bf16": model.use_autocast,
-            "channels_last": model.channels_last,
-            "train_step_s": median_seconds(lambda: model.train_step(batch), device, repeats),
-        }
-        for steps in (1, 3):
-            seconds = median_seconds(lambda: model.predict_next(obs, act, num_steps=steps), device, repeats)
-            entry[f"sample_{steps}_step_fps"] = batch_size / seconds
-        entry["sampling_bf16_copy"] = model._sampling_denoiser() is not model.denoiser
-        if device.type == "cuda":
-            entry["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-            torch.cuda.reset_peak_memory_stats(device)
-        results[label] = entry
-        if label == "optimised":
-            results["parameters"] = model.num_parameters()
-            results["train_step_gflop"] = train_step_flops(model, batch) / 1e9
-            if compile:
-                results["optimised_compiled"] = _compiled_sampling(model, obs, act, batch_size, device, repeats)
+        models[label] = WorldModel(world_model_config(profile, num_actions), device, **options)
+    torch.manual_seed(0)
+    batch = fake_batch(batch_size, models["optimised"], size, device)
+    n = models["optimised"].n
+    obs, act = batch["obs"][:, :n], batch["act"][:, :n]
+    results: dict = {label: {"autocast_bf16": m.use_autocast, "channels_last": m.channels_last} for label, m in models.items()}
+    train = interleaved_medians({label: (lambda m=m: m.train_step(batch)) for label, m in models.items()}, device, repeats)
+    for label, seconds in train.items():
+        results[label]["train_step_s"] = seconds
+    if device.type == "cuda":
+        results["train_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    samplers = dict(models)
+    if compile:
+        torch.manual_seed(0)
+        samplers["optimised_compiled"] = compiled = WorldModel(world_model_config(profile, num_actions), device)
+        started = time.perf_counter()
+        compiled.compile_sampling()
+        compiled.predict_next(obs, act, num_steps=1)  # the first call compiles
+        _sync(device)
+        results["optimised_compiled"] = {"compile_s": time.perf_counter() - started, "compiled": compiled.is_compiled}
+    for steps in (1, 3):
+        fns = {label: (lambda m=m: m.predict_next(obs, act, num_steps=steps)) for label, m in samplers.items()}
+        for label, seconds in interleaved_medians(fns, device, repeats).items():
+            results[label][f"sample_{steps}_step_fps"] = batch_size / seconds
+    for label, m in models.items():
+        results[label]["sampling_bf16_copy"] = m._sampling_denoiser() is not m.denoiser
     opt, plain = results["optimised"], results["plain_fp32"]
+    results["parameters"] = models["optimised"].num_parameters()
+    results["train_step_gflop"] = train_step_flops(models["optimised"], batch) / 1e9
     results["speedup_train_step"] = plain["train_step_s"] / opt["train_step_s"]
     results["speedup_sample_3_step"] = opt["sample_3_step_fps"] / plain["sample_3_step_fps"]
     if compile:
@@ -121,38 +149,24 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
     return results
 
 
-def _compiled_sampling(model: WorldModel, obs, act, batch_size: int, device: torch.device, repeats: int) -> dict:
-    started = time.perf_counter()
-    model.compile_sampling()
-    model.predict_next(obs, act, num_steps=1)  # the first call compiles
-    _sync(device)
-    entry = {"compile_s": time.perf_counter() - started, "compiled": model.is_compiled}
-    for steps in (1, 3):
-        seconds = median_seconds(lambda: model.predict_next(obs, act, num_steps=steps), device, repeats)
-        entry[f"sample_{steps}_step_fps"] = batch_size / seconds
-    return entry
-
-
-OPTIONS = [("optimised", {}), ("plain_fp32", {"autocast": False, "channels_last": False})]
-
-
 def bench_rew_end(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
                   horizon: int = 15) -> dict:  # fmt: skip
     from .rew_end import RewEndModel, rew_end_config
 
-    results: dict = {}
-    for label, options in OPTIONS:
+    models = {}
+    for label, options in OPTIONS.items():
         torch.manual_seed(0)
         cfg = rew_end_config(profile, num_actions)
         cfg.img_size = size
-        model = RewEndModel(cfg, device, **options)
-        length = horizon + 4
-        batch = {"obs": torch.rand(batch_size, length, 3, size, size, device=device) * 2 - 1,
-                 "act": torch.randint(0, num_actions, (batch_size, length), device=device),
-                 "rew": torch.zeros(batch_size, length, device=device), "end": torch.zeros(batch_size, length, dtype=torch.bool, device=device),
-                 "mask": torch.ones(batch_size, length, dtype=torch.bool, device=device)}  # fmt: skip
-        results[label] = {"train_step_s": median_seconds(lambda: model.train_step(batch), device, repeats)}
-        results["parameters"] = model.num_parameters()
+        models[label] = RewEndModel(cfg, device, **options)
+    length = horizon + 4
+    batch = {"obs": torch.rand(batch_size, length, 3, size, size, device=device) * 2 - 1,
+             "act": torch.randint(0, num_actions, (batch_size, length), device=device),
+             "rew": torch.zeros(batch_size, length, device=device), "end": torch.zeros(batch_size, length, dtype=torch.bool, device=device),
+             "mask": torch.ones(batch_size, length, dtype=torch.bool, device=device)}  # fmt: skip
+    seconds = interleaved_medians({label: (lambda m=m: m.train_step(batch)) for label, m in models.items()}, device, repeats)
+    results: dict = {label: {"train_step_s": s} for label, s in seconds.items()}
+    results["parameters"] = models["optimised"].num_parameters()
     results["speedup_train_step"] = results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
     return results
 
@@ -178,8 +192,9 @@ def bench_actor_critic(profile: str, batch_size: int, device: torch.device, repe
             n = 50
             replay.add(Episode(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, num_actions, n),
                                np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)))  # fmt: skip
-        runs = OPTIONS + ([("optimised_compiled", {})] if compile else [])
-        for label, options in runs:
+        variants = dict(OPTIONS, **({"optimised_compiled": {}} if compile else {}))
+        steps = {}
+        for label, options in variants.items():
             torch.manual_seed(0)
             wm = WorldModel(world_model_config(profile, num_actions), device, **options)
             if label == "optimised_compiled":
@@ -191,11 +206,11 @@ def bench_actor_critic(profile: str, batch_size: int, device: torch.device, repe
             re, ac = RewEndModel(re_cfg, device, **options), ActorCritic(ac_cfg, device, **options)
             env = ImaginationEnv(wm, re, SegmentSampler(replay, wm.n, batch_size, seed=0), num_envs=batch_size, horizon=horizon,
                                  num_denoising_steps=num_denoising_steps)  # fmt: skip
-            loop = EnvLoop(env, ac)
             ac.cfg.backup_every = horizon
-            seconds = median_seconds(lambda: ac.train_step(loop), device, repeats)
-            results[label] = {"train_step_s": seconds, "imagined_frames_per_s": batch_size * horizon / seconds}
+            steps[label] = lambda ac=ac, loop=EnvLoop(env, ac): ac.train_step(loop)
             results["parameters"] = ac.num_parameters()
+        for label, seconds in interleaved_medians(steps, device, repeats).items():
+            results[label] = {"train_step_s": seconds, "imagined_frames_per_s": batch_size * horizon / seconds}
     results["speedup_train_step"] = results["plain_fp32"]["train_step_s"] / results["optimised"]["train_step_s"]
     if compile:
         results["speedup_train_step_compiled"] = results["plain_fp32"]["train_step_s"] / results["optimised_compiled"]["train_step_s"]

@@ -57,3 +57,11 @@ def test_bench_measures_compiled_sampling_beside_the_eager_paths(monkeypatch):
     agent = bench.bench_actor_critic("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, horizon=3,
                                      num_denoising_steps=1, compile=True)  # fmt: skip
     assert agent["speedup_train_step_compiled"] == agent["plain_fp32"]["train_step_s"] / agent["optimised_compiled"]["train_step_s"]
+
+
+def test_variants_are_timed_in_turns_so_that_a_drifting_machine_treats_them_alike():
+    calls = []
+    medians = bench.interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                        torch.device("cpu"), repeats=2, warmup=1)  # fmt: skip
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert set(medians) == {"a", "b"} and all(seconds >= 0 for seconds in medians.values())
