@@ -8,8 +8,10 @@ Times next-frame sampling at a profile's size in four ways, on the same weights,
   package    ``predict_next`` as the package runs it: a bf16 copy of the U-Net, channels-last, no autocast;
              EDM's preconditioning and the noise/action embedding stay in fp32
 
-The variants take turns, one call each per round, so that a machine whose speed drifts (this one does) treats them
-alike; it prints the median frames/s of each and the largest difference to ``plain`` in 8-bit levels.
+Its models are fresh (no train step has run in the process), and in that state plain fp32 samples at about half
+the speed it reaches after one train step, when the allocator has grown (docs/benchmarks.md, session 7): the
+benchmark, whose train steps come first, is the figure of record. The variants take turns, one call each per
+round, so that a machine whose speed drifts (this one does) treats them alike; it prints the median frames/s of each and the largest difference to ``plain`` in 8-bit levels.
 ``--profile-ops`` adds a ``torch.profiler`` table of the top operators for ``autocast1`` and ``package``.
 
     python dev/sampling_precision.py --profile paper --batch-size 32
