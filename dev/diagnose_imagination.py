@@ -8,7 +8,11 @@ Loads a run's newest checkpoint and measures, on its own replay data:
   policies that prefer one action 60% of the time, and for the run's agent;
 * the time each part of one imagined step takes.
 
-    python dev/diagnose_imagination.py runs/Qbert-course [--envs 32] [--updates 8] [--strip docs/img/x.png]
+    python dev/diagnose_imagination.py runs/Qbert-course [--envs 32] [--updates 8]
+    python dev/diagnose_imagination.py runs/Seaquest-course --at-rewards [--strip docs/img/x.png]
+
+``--at-rewards`` checks only whether the world model draws the real rewarding events one step ahead (the reward/end
+model's p(reward) on the real next frame against the predicted one).
 """
 
 from __future__ import annotations
@@ -97,6 +101,52 @@ def imagined_rate(wm, rem, dataset, policy, envs: int, updates: int, seed: int, 
 
 
 @torch.no_grad()
+def one_step_at_rewards(wm, rem, dataset: Dataset, history: int = 15, max_events: int = 32) -> dict:
+    """Does the world model draw a rewarding event one step ahead? At each real step ``t`` that earned a reward
+    (with ``history`` real steps before it), the reward/end model reads the real history, then either the real
+    next frame or the world model's prediction of it (from the 4 real frames and actions up to ``t``); returns
+    the mean p(reward) of both, and the frames (``x_t``, real and predicted ``x_{t+1}``) for a strip."""
+    n = wm.n
+    segments = []
+    for ep in dataset:
+        for t in np.flatnonzero(ep.rew != 0):
+            if t >= max(history, n - 1) and t + 1 < len(ep.obs):
+                segments.append((ep.obs[t - history : t + 2], ep.act[t - history : t + 1]))
+    segments = segments[-max_events:]
+    if not segments:
+        return {"events": 0}
+    frames = torch.from_numpy(np.stack([f for f, _ in segments])).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
+    act = torch.from_numpy(np.stack([a for _, a in segments])).long()
+    predicted = wm.predict_next(frames[:, -n - 1 : -1], act[:, -n:]).float().clamp(-1, 1)
+    p = {}
+    for name, last in (("real", frames[:, -1]), ("predicted", predicted)):
+        next_obs = torch.cat([frames[:, 1:-1], last[:, None]], dim=1)
+        logits_rew, _, _ = rem(frames[:, :-1], act, next_obs)
+        p[name] = (1 - logits_rew[:, -1].float().softmax(-1)[:, 1]).mean().item()  # class 1: no reward
+    return {"events": len(segments), "p_reward_real_next": p["real"], "p_reward_predicted_next": p["predicted"],
+            "frames": (frames[:, -2], frames[:, -1], predicted)}  # fmt: skip
+
+
+def save_strip(frames: tuple, path: Path, columns: int = 8) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = ("x_t (real)", "x_t+1 real", "x_t+1 world model")
+    k = min(columns, frames[0].shape[0])
+    fig, axes = plt.subplots(3, k, figsize=(1.4 * k, 4.4), squeeze=False)
+    for r, (label, batch) in enumerate(zip(rows, frames)):
+        for c in range(k):
+            axes[r, c].imshow(batch[c].permute(1, 2, 0).add(1).div(2).clamp(0, 1).numpy(), interpolation="nearest")
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle("rewarding steps: the real next frame and the world model's one-step prediction", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+@torch.no_grad()
 def step_timing(wm, rem, dataset, envs: int, seed: int) -> dict[str, float]:
     sampler = SegmentSampler(dataset, 4, envs, [0.1, 0.1, 0.1, 0.7], seed=seed)
     env = ImaginationEnv(wm, rem, sampler, num_envs=envs, horizon=15)
@@ -118,9 +168,18 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=32)
     parser.add_argument("--updates", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--at-rewards", action="store_true", help="only the one-step check at the real rewarding steps")
+    parser.add_argument("--strip", type=Path, default=None, help="with --at-rewards: save their frames to this image")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = load_run(args.run)
+    if args.at_rewards:
+        result = one_step_at_rewards(wm, rem, dataset)
+        frames = result.pop("frames", None)
+        if args.strip and frames is not None:
+            save_strip(frames, args.strip)
+        print(json.dumps({"run": str(args.run), "epoch": epoch, **result}, indent=1))
+        return
     out = {"run": str(args.run), "epoch": epoch, "real_steps": dataset.num_steps, "real_reward_rate": real_reward_rate(dataset)}
     out["teacher_forced_reward_rate"], out["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, 8, args.seed)
     n = cfg.world_model.num_actions

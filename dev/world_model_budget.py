@@ -1,0 +1,85 @@
+"""How many world-model updates until imagination rewards as often as the real game? (issue 8, step (b) in
+docs/agent.md)
+
+Loads a run's newest checkpoint (models, optimisers and schedules), keeps its reward/end model and agent fixed, and
+trains only the world model further on the run's own data, exactly as the run's epochs do (same segments, batch size
+and recency weights). Every ``--every`` updates it measures the imagined reward rate (non-zero rewards per imagined
+step, ``diagnose_imagination.imagined_rate``) for a uniformly random policy and for the run's agent, beside the real
+rate of the data. It prints one JSON line per measurement (and appends them to ``--jsonl``), so a stopped study keeps
+what it measured.
+
+    python dev/world_model_budget.py runs/Seaquest-course --updates 3000 --every 300 --jsonl docs/x.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import diagnose_imagination as diag  # noqa: E402
+
+from diamond_lite.component import read_checkpoint  # noqa: E402
+from diamond_lite.data import SegmentSampler  # noqa: E402
+from diamond_lite.train import STATE_FORMAT  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--updates", type=int, default=2400)
+    parser.add_argument("--every", type=int, default=400)
+    parser.add_argument("--envs", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="imagined episodes of horizon steps per env and measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jsonl", type=Path, default=None)
+    parser.add_argument("--imagine", action="store_true", help="also measure imagined reward rates (slow)")
+    parser.add_argument("--strip", type=Path, default=None)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
+    state = read_checkpoint(sorted(args.run.glob("checkpoints/epoch_*.pt"))[-1], STATE_FORMAT, "training run")
+    # continue the run's own optimiser and learning-rate schedule, not a fresh warm-up
+    wm.optimizer.load_state_dict(state["optimizers"]["world_model"])
+    wm.scheduler.load_state_dict(state["schedulers"]["world_model"])
+    wm.num_updates = state["num_updates"]["world_model"]
+    t = cfg.training_world_model
+    sampler = SegmentSampler(dataset, cfg.world_model.num_steps_conditioning + 1, t.batch_size, t.sample_weights, seed=args.seed)
+    real = diag.real_reward_rate(dataset)
+    n = cfg.world_model.num_actions
+
+    def measure(done: int, losses: list[float], seconds: float) -> None:
+        wm.eval()
+        row = {"run": str(args.run), "epoch": epoch, "extra_updates": done, "world_model_updates": wm.num_updates,
+               "real_reward_rate": real, "loss": sum(losses) / len(losses) if losses else None,
+               "seconds_per_update": seconds / len(losses) if losses else None}  # fmt: skip
+        one_step = diag.one_step_at_rewards(wm, rem, dataset)
+        frames = one_step.pop("frames", None)
+        row.update(one_step)
+        if args.strip and frames is not None:
+            diag.save_strip(frames, args.strip)
+        if args.imagine:
+            for name, policy in (("random", diag.FixedPreference(n, None)), ("agent", ac)):
+                row[f"imagined_rate_{name}"] = diag.imagined_rate(wm, rem, dataset, policy, args.envs, args.rounds, args.seed, cfg.horizon)
+        print(json.dumps(row), flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    measure(0, [], 0.0)
+    losses, started = [], time.perf_counter()
+    for done in range(1, args.updates + 1):
+        wm.train()
+        losses.append(float(wm.train_step(sampler.sample().to_torch(wm.device))))
+        if done % args.every == 0:
+            measure(done, losses, time.perf_counter() - started)
+            losses, started = [], time.perf_counter()
+
+
+if __name__ == "__main__":
+    main()
