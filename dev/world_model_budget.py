@@ -3,10 +3,11 @@ docs/agent.md)
 
 Loads a run's newest checkpoint (models, optimisers and schedules), keeps its reward/end model and agent fixed, and
 trains only the world model further on the run's own data, exactly as the run's epochs do (same segments, batch size
-and recency weights). Every ``--every`` updates it measures the imagined reward rate (non-zero rewards per imagined
-step, ``diagnose_imagination.imagined_rate``) for a uniformly random policy and for the run's agent, beside the real
-rate of the data. It prints one JSON line per measurement (and appends them to ``--jsonl``), so a stopped study keeps
-what it measured.
+and recency weights). Every ``--every`` updates it checks whether the world model draws the real rewarding events one
+step ahead (``diagnose_imagination.one_step_at_rewards``: the reward/end model's p(reward) on the predicted next frame
+against the real one; seconds), and with ``--imagine`` also the reward rate of whole imagined episodes for a uniformly
+random policy and the run's agent (minutes). One JSON line per measurement goes to stdout and, with ``--jsonl``, is
+appended to that file, so a stopped study keeps what it measured; ``--strip`` saves the last measurement's frames.
 
     python dev/world_model_budget.py runs/Seaquest-course --updates 3000 --every 300 --jsonl docs/x.jsonl
 """
@@ -32,8 +33,8 @@ from diamond_lite.train import STATE_FORMAT  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--updates", type=int, default=2400)
-    parser.add_argument("--every", type=int, default=400)
+    parser.add_argument("--updates", type=int, default=3000)
+    parser.add_argument("--every", type=int, default=300)
     parser.add_argument("--envs", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="imagined episodes of horizon steps per env and measurement")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,7 +75,6 @@ def main() -> None:
     measure(0, [], 0.0)
     losses, started = [], time.perf_counter()
     for done in range(1, args.updates + 1):
-        wm.train()
         losses.append(float(wm.train_step(sampler.sample().to_torch(wm.device))))
         if done % args.every == 0:
             measure(done, losses, time.perf_counter() - started)
