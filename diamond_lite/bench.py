@@ -42,19 +42,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def interleaved_medians(fns: dict, device: torch.device, repeats: int, warmup: int = 1) -> dict:
     """Median seconds of each callable in ``fns``, timed in rounds that run each of them once, in turn."""
     for fn in fns.values():
@@ -69,6 +56,10 @@ def interleaved_medians(fns: dict, device: torch.device, repeats: int, warmup: i
             _sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    return interleaved_medians({"fn": fn}, device, repeats, warmup)["fn"]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
