@@ -296,7 +296,8 @@ def actor_critic_config(profile: str, num_actions: int) -> ActorCriticConfig:
     return ActorCriticConfig(num_actions=num_actions, **sizes)
 
 
-def evaluate_policy(policy, env, num_episodes: int, *, max_steps: int | None = None, progress: bool = True) -> list[float]:
+def evaluate_policy(policy, env, num_episodes: int, *, max_steps: int | None = None, progress: bool = True,
+                    desc: str = "evaluate", leave: bool = True) -> list[float]:
     """Undiscounted returns of ``num_episodes`` whole episodes of ``policy`` in the real ``env`` (test split:
     a game runs over all lives), with ``policy.reset()`` at each start if it has one.
 
@@ -305,7 +306,7 @@ def evaluate_policy(policy, env, num_episodes: int, *, max_steps: int | None = N
     from tqdm.auto import tqdm
 
     returns = []
-    for _ in tqdm(range(num_episodes), desc="evaluate", unit="episode", disable=not progress):
+    for _ in tqdm(range(num_episodes), desc=desc, unit="episode", leave=leave, disable=not progress):
         obs, _ = env.reset()
         if hasattr(policy, "reset"):
             policy.reset()

@@ -400,7 +400,9 @@ class Run:
         c = self.cfg.collection
         env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 10_000 + self.epoch)
         policy = Policy(self.actor_critic, epsilon=c.test_epsilon, seed=self.cfg.seed + self.epoch)
-        returns = evaluate_policy(policy, env, num_episodes, max_steps=c.test_max_steps or None, progress=False)
+        # a whole game per episode: minutes in the course profile, so it gets its own bar under the epoch's
+        returns = evaluate_policy(policy, env, num_episodes, max_steps=c.test_max_steps or None, progress=self.progress,
+                                  desc=f"epoch {self.epoch}: {event}", leave=False)
         self.test_returns = returns
         self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
         return returns
@@ -411,7 +413,7 @@ class Run:
         c = self.cfg.collection
         env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 20_000)
         returns = evaluate_policy(_RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, max_steps=c.test_max_steps or None,
-                                  progress=False)  # fmt: skip
+                                  progress=self.progress, desc="random baseline", leave=False)  # fmt: skip
         self.log("random_baseline", returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
         return returns
 
