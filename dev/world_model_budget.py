@@ -9,12 +9,18 @@ against the real one; seconds), and with ``--imagine`` also the reward rate of w
 random policy and the run's agent (minutes). One JSON line per measurement goes to stdout and, with ``--jsonl``, is
 appended to that file, so a stopped study keeps what it measured; ``--strip`` saves the last measurement's frames.
 
+``--fresh-channels C`` instead trains a new world model from scratch on the same data (the run's configuration with
+the U-Net's channels set to C at every level, a fresh optimiser and warm-up): with the run's reward/end model as the
+judge, it compares world-model sizes on the same data and the same number of updates.
+
     python dev/world_model_budget.py runs/Seaquest-course --updates 3000 --every 300 --jsonl docs/x.jsonl
+    python dev/world_model_budget.py runs/KungFuMaster-course --fresh-channels 64 --updates 1800 --every 300
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -28,6 +34,7 @@ import diagnose_imagination as diag  # noqa: E402
 from diamond_lite.component import read_checkpoint  # noqa: E402
 from diamond_lite.data import SegmentSampler  # noqa: E402
 from diamond_lite.train import STATE_FORMAT  # noqa: E402
+from diamond_lite.world_model import WorldModel  # noqa: E402
 
 
 def main() -> None:
@@ -41,14 +48,19 @@ def main() -> None:
     parser.add_argument("--jsonl", type=Path, default=None)
     parser.add_argument("--imagine", action="store_true", help="also measure imagined reward rates (slow)")
     parser.add_argument("--strip", type=Path, default=None)
+    parser.add_argument("--fresh-channels", type=int, default=None, help="train a new world model of this width instead")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
-    state = read_checkpoint(sorted(args.run.glob("checkpoints/epoch_*.pt"))[-1], STATE_FORMAT, "training run")
-    # continue the run's own optimiser and learning-rate schedule, not a fresh warm-up
-    wm.optimizer.load_state_dict(state["optimizers"]["world_model"])
-    wm.scheduler.load_state_dict(state["schedulers"]["world_model"])
-    wm.num_updates = state["num_updates"]["world_model"]
+    if args.fresh_channels:
+        unet = dataclasses.replace(cfg.world_model.unet, channels=[args.fresh_channels] * len(cfg.world_model.unet.channels))
+        wm = WorldModel(dataclasses.replace(cfg.world_model, unet=unet), game=cfg.game)
+    else:
+        state = read_checkpoint(sorted(args.run.glob("checkpoints/epoch_*.pt"))[-1], STATE_FORMAT, "training run")
+        # continue the run's own optimiser and learning-rate schedule, not a fresh warm-up
+        wm.optimizer.load_state_dict(state["optimizers"]["world_model"])
+        wm.scheduler.load_state_dict(state["schedulers"]["world_model"])
+        wm.num_updates = state["num_updates"]["world_model"]
     t = cfg.training_world_model
     sampler = SegmentSampler(dataset, cfg.world_model.num_steps_conditioning + 1, t.batch_size, t.sample_weights, seed=args.seed)
     real = diag.real_reward_rate(dataset)
@@ -56,7 +68,7 @@ def main() -> None:
 
     def measure(done: int, losses: list[float], seconds: float) -> None:
         wm.eval()
-        row = {"run": str(args.run), "epoch": epoch, "extra_updates": done, "world_model_updates": wm.num_updates,
+        row = {"run": str(args.run), "epoch": epoch, "channels": wm.cfg.unet.channels, "extra_updates": done, "world_model_updates": wm.num_updates,
                "real_reward_rate": real, "loss": sum(losses) / len(losses) if losses else None,
                "seconds_per_update": seconds / len(losses) if losses else None}  # fmt: skip
         one_step = diag.one_step_at_rewards(wm, rem, dataset)

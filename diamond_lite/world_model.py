@@ -160,12 +160,14 @@ class WorldModel(Component):
         the U-Net in bf16 throughout (the noise and action embedding stays fp32, and EDM's preconditioning around
         the network too): docs/benchmarks.md, 3-step sampling 7-11% faster than under autocast on 2 CPU cores, and
         within one 8-bit level of plain fp32 there (the tests allow a few). The copy is remade whenever a weight
-        changes: an optimiser step, a loaded state or an in-place edit bumps the tensor's version counter, which the
-        copy remembers.
+        changes, which it tells by the number of optimiser steps and by the weights' version counters (a loaded
+        state or an in-place edit bumps them). Both are needed: the fused AdamW step writes the weights without
+        bumping their version counters (torch 2.13), and a copy that trusted them alone stayed at the weights of the
+        first sampling call for the rest of a training run (found in session 9; tested).
         """
         if not self.use_autocast or self._compiled_denoise is not None:
             return self.denoiser
-        versions = tuple((id(p), p._version) for p in self.denoiser.parameters()) + (self.device,)
+        versions = (self.num_updates, self.device) + tuple((id(p), p._version) for p in self.denoiser.parameters())
         if self._bf16_copy is None or self._bf16_copy[0] != versions:
             inner = copy.deepcopy(self.denoiser.inner).requires_grad_(False).eval()
             for p in inner.parameters():

@@ -211,9 +211,14 @@ def test_bf16_sampling_copy_stays_close_to_fp32_and_follows_the_weights():
         fast.denoiser.inner.conv_out.bias.add_(0.5)
     moved = fast.predict_next(*args, generator=g())
     assert (moved - ours).abs().mean() > 0.05
-    fast.train_step(batch(3))
+    after_edit = fast._sampling_denoiser()
+    fast.train_step(batch(3))  # the fused AdamW step does not bump the weights' version counters
     after_step = fast._sampling_denoiser()
-    assert after_step is not copy_before
+    assert after_step is not after_edit
+    stepped = WorldModel(plain.cfg, autocast=False, channels_last=True)
+    stepped.load_state_dict(fast.state_dict())  # the trained weights, sampled in fp32 without a copy
+    levels = (fast.predict_next(*args, generator=g()) - stepped.predict_next(*args, generator=g())).abs() * 127.5
+    assert levels.mean() < 0.5 and levels.max() <= 4  # the copy samples the weights after the step, not before
     fast.load_state_dict(plain.state_dict())
     assert fast._sampling_denoiser() is not after_step
     assert torch.equal(fast.predict_next(*args, generator=g()), ours)  # the same weights again: the same frame
