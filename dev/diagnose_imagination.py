@@ -105,7 +105,9 @@ def one_step_at_rewards(wm, rem, dataset: Dataset, history: int = 15, max_events
     """Does the world model draw a rewarding event one step ahead? At each real step ``t`` that earned a reward
     (with ``history`` real steps before it), the reward/end model reads the real history, then either the real
     next frame or the world model's prediction of it (from the 4 real frames and actions up to ``t``); returns
-    the mean p(reward) of both, and the frames (``x_t``, real and predicted ``x_{t+1}``) for a strip."""
+    the mean p(reward) of both, and the frames (``x_t``, real and predicted ``x_{t+1}``) for a strip. The same
+    p(reward) with ``x_t`` repeated as the next frame is the floor: what the history alone tells the reward/end model,
+    so a world model whose prediction scores no higher draws nothing of the event."""
     n = wm.n
     segments = []
     for ep in dataset:
@@ -119,12 +121,12 @@ def one_step_at_rewards(wm, rem, dataset: Dataset, history: int = 15, max_events
     act = torch.from_numpy(np.stack([a for _, a in segments])).long()
     predicted = wm.predict_next(frames[:, -n - 1 : -1], act[:, -n:]).float().clamp(-1, 1)
     p = {}
-    for name, last in (("real", frames[:, -1]), ("predicted", predicted)):
+    for name, last in (("real", frames[:, -1]), ("predicted", predicted), ("repeated", frames[:, -2])):
         next_obs = torch.cat([frames[:, 1:-1], last[:, None]], dim=1)
         logits_rew, _, _ = rem(frames[:, :-1], act, next_obs)
         p[name] = (1 - logits_rew[:, -1].float().softmax(-1)[:, 1]).mean().item()  # class 1: no reward
     return {"events": len(segments), "p_reward_real_next": p["real"], "p_reward_predicted_next": p["predicted"],
-            "frames": (frames[:, -2], frames[:, -1], predicted)}  # fmt: skip
+            "p_reward_repeated_frame": p["repeated"], "frames": (frames[:, -2], frames[:, -1], predicted)}  # fmt: skip
 
 
 def save_strip(frames: tuple, path: Path, columns: int = 8) -> None:
