@@ -68,8 +68,9 @@ def main() -> None:
 
     def measure(done: int, losses: list[float], seconds: float) -> None:
         wm.eval()
-        row = {"run": str(args.run), "epoch": epoch, "channels": wm.cfg.unet.channels, "extra_updates": done, "world_model_updates": wm.num_updates,
-               "real_reward_rate": real, "loss": sum(losses) / len(losses) if losses else None,
+        row = {"run": str(args.run), "epoch": epoch, "channels": wm.cfg.unet.channels, "extra_updates": done,
+               "world_model_updates": wm.num_updates, "real_reward_rate": real,
+               "loss": sum(losses) / len(losses) if losses else None,
                "seconds_per_update": seconds / len(losses) if losses else None}  # fmt: skip
         one_step = diag.one_step_at_rewards(wm, rem, dataset)
         frames = one_step.pop("frames", None)
