@@ -402,7 +402,7 @@ class Run:
         policy = Policy(self.actor_critic, epsilon=c.test_epsilon, seed=self.cfg.seed + self.epoch)
         # a whole game per episode: minutes in the course profile, so it gets its own bar under the epoch's
         returns = evaluate_policy(policy, env, num_episodes, max_steps=c.test_max_steps or None, progress=self.progress,
-                                  desc=f"epoch {self.epoch}: {event}", leave=False)
+                                  desc=f"epoch {self.epoch}: {event.replace('_', ' ')}", leave=False)
         self.test_returns = returns
         self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
         return returns

@@ -135,7 +135,7 @@ class WorldModel(Component):
         self.denoiser = Denoiser(FrameStackNet(cfg), cfg.denoiser)
         self._ready()
         self._compiled_denoise = None
-        self._bf16_copy: tuple[tuple, Denoiser] | None = None  # (the weights' versions it was made from, the copy)
+        self._bf16_copy: tuple[tuple, Denoiser] | None = None  # (the key of the weights it was made from, the copy)
 
     def compile_sampling(self) -> None:
         """Let :meth:`predict_next` run the denoiser through ``torch.compile``.
@@ -163,18 +163,18 @@ class WorldModel(Component):
         changes, which it tells by the number of optimiser steps and by the weights' version counters (a loaded
         state or an in-place edit bumps them). Both are needed: the fused AdamW step writes the weights without
         bumping their version counters (torch 2.13), and a copy that trusted them alone stayed at the weights of the
-        first sampling call for the rest of a training run (found in session 9; tested).
+        first sampling call for the rest of a training run (docs/agent.md, "Session 9").
         """
         if not self.use_autocast or self._compiled_denoise is not None:
             return self.denoiser
-        versions = (self.num_updates, self.device) + tuple((id(p), p._version) for p in self.denoiser.parameters())
-        if self._bf16_copy is None or self._bf16_copy[0] != versions:
+        key = (self.num_updates, self.device) + tuple((id(p), p._version) for p in self.denoiser.parameters())
+        if self._bf16_copy is None or self._bf16_copy[0] != key:
             inner = copy.deepcopy(self.denoiser.inner).requires_grad_(False).eval()
             for p in inner.parameters():
                 p.grad = None  # deepcopy copies gradients too; sampling needs none
             for part in (inner.conv_in, inner.unet, inner.norm_out, inner.conv_out):
                 part.to(torch.bfloat16)  # keeps channels-last
-            self._bf16_copy = (versions, Denoiser(inner, self.denoiser.cfg))
+            self._bf16_copy = (key, Denoiser(inner, self.denoiser.cfg))
         return self._bf16_copy[1]
 
     def _denoise(self, net: Denoiser, x: Tensor, sigma: Tensor, obs: Tensor, act: Tensor) -> Tensor:

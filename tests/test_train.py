@@ -27,7 +27,7 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out)]) == 0
     shown = capsys.readouterr().err  # the evaluations' own bars: whole games take minutes in the course profile
-    assert "final_evaluation" in shown and "random baseline" in shown
+    assert "final evaluation" in shown and "random baseline" in shown
     cfg = train.RunConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert cfg == train.run_config("Breakout", "smoke")
     results = json.loads((out / "results.json").read_text())
