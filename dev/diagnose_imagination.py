@@ -12,7 +12,8 @@ Loads a run's newest checkpoint and measures, on its own replay data:
     python dev/diagnose_imagination.py runs/Seaquest-course --at-rewards [--strip docs/img/x.png]
 
 ``--at-rewards`` checks only whether the world model draws the real rewarding events one step ahead (the reward/end
-model's p(reward) on the real next frame against the predicted one).
+model's p(reward) on the real next frame against the predicted one); ``--ahead`` whether it still draws them when it
+dreams 1, 2, 4, 8 or 15 steps from real frames with the real actions (``--world-model`` takes one saved apart).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from diamond_lite.actor_critic import ActorCritic, EnvLoop
 from diamond_lite.component import read_checkpoint
@@ -129,6 +131,73 @@ def one_step_at_rewards(wm, rem, dataset: Dataset, history: int = 15, max_events
             "p_reward_repeated_frame": p["repeated"], "frames": (frames[:, -2], frames[:, -1], predicted)}  # fmt: skip
 
 
+@torch.no_grad()
+def ahead_at_rewards(
+    wm, rem, dataset: Dataset, leads=(1, 2, 4, 8, 15), history: int = 15, max_events: int = 32, seed: int = 0
+) -> dict:
+    """Does the world model carry a rewarding event ``k`` steps ahead? At each real rewarding step ``t`` the world model
+    dreams ``k`` frames from the 4 real frames up to ``s = t + 1 - k``, with the real actions (``k = 1`` is the one-step
+    check), and the reward/end model, having read ``history`` real steps up to ``s``, reads the dreamed transitions;
+    returns its mean p(reward) at the last one (``x_t -> x_{t+1}``) per lead, with the real frames (the ceiling) and with
+    ``x_s`` frozen in place of every dreamed frame (the floor: the history alone), and the frames for a strip.
+    Imagination in training dreams up to 15 steps (the horizon) from a real start: a hit it cannot carry some steps
+    ahead never pays there, however well it is drawn one step ahead."""
+    n, longest = wm.n, max(leads)
+    segments = []
+    for ep in dataset:
+        for t in np.flatnonzero(ep.rew != 0):
+            start = t + 1 - longest - history
+            if start >= 0 and t + 1 < len(ep.obs):
+                segments.append((ep.obs[start : t + 2], ep.act[start : t + 1]))
+    segments = segments[-max_events:]
+    if not segments:
+        return {"events": 0}
+    frames = torch.from_numpy(np.stack([f for f, _ in segments])).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
+    act = torch.from_numpy(np.stack([a for _, a in segments])).long()
+    last = frames.shape[1] - 1  # index of x_{t+1}; transition i goes from frame i to frame i + 1 with act[:, i]
+
+    def p_reward(seq: Tensor, first: int) -> float:
+        # the reward/end model reads `history` transitions before frame `first`, then on to x_{t+1}
+        logits_rew, _, _ = rem(seq[:, first - history : last], act[:, first - history : last], seq[:, first - history + 1 : last + 1])
+        return (1 - logits_rew[:, -1].float().softmax(-1)[:, 1]).mean().item()  # class 1: no reward
+
+    generator = torch.Generator().manual_seed(seed)
+    out = {"events": len(segments), "p_reward_real": p_reward(frames, last - longest)}
+    predicted = {}
+    for k in leads:
+        s = last - k  # the last real frame
+        dreamed = wm.rollout(frames[:, s - n + 1 : s + 1], act[:, s - n + 1 : last], generator=generator).float().clamp(-1, 1)
+        predicted[k] = dreamed[:, -1]
+        seq = frames.clone()
+        seq[:, s + 1 :] = dreamed
+        out[f"p_reward_ahead_{k}"] = p_reward(seq, s)
+        frozen = frames.clone()
+        frozen[:, s + 1 :] = frames[:, s : s + 1]
+        out[f"p_reward_frozen_{k}"] = p_reward(frozen, s)
+    out["frames"] = (frames[:, -1], predicted)
+    return out
+
+
+def save_ahead_strip(frames: tuple, path: Path, rows: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real, predicted = frames
+    r = min(rows, real.shape[0])
+    columns = [("real x_t+1", real)] + [(f"dreamed {k} ahead", x) for k, x in predicted.items()]
+    fig, axes = plt.subplots(r, len(columns), figsize=(1.4 * len(columns), 1.45 * r + 0.4), squeeze=False)
+    for c, (label, batch) in enumerate(columns):
+        for i in range(r):
+            axes[i, c].imshow(batch[-1 - i].permute(1, 2, 0).add(1).div(2).clamp(0, 1).numpy(), interpolation="nearest")
+            axes[i, c].set_xticks([]), axes[i, c].set_yticks([])
+        axes[0, c].set_title(label, fontsize=7)
+    fig.suptitle("rewarding steps, real and dreamed k steps ahead", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def save_strip(frames: tuple, path: Path, columns: int = 8) -> None:
     import matplotlib
 
@@ -171,10 +240,21 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--at-rewards", action="store_true", help="only the one-step check at the real rewarding steps")
-    parser.add_argument("--strip", type=Path, default=None, help="with --at-rewards: save their frames to this image")
+    parser.add_argument("--strip", type=Path, default=None, help="with --at-rewards or --ahead: save their frames to this image")
+    parser.add_argument("--ahead", action="store_true", help="only the k-steps-ahead check at the real rewarding steps")
+    parser.add_argument("--world-model", type=Path, default=None, help="a world model saved apart (world_model_budget.py --save)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = load_run(args.run)
+    if args.world_model:
+        wm = WorldModel.load(args.world_model, game=cfg.game)
+    if args.ahead:
+        result = ahead_at_rewards(wm, rem, dataset, seed=args.seed)
+        frames = result.pop("frames", None)
+        if args.strip and frames is not None:
+            save_ahead_strip(frames, args.strip)
+        print(json.dumps({"run": str(args.run), "epoch": epoch, "world_model_updates": wm.num_updates, **result}))
+        return
     if args.at_rewards:
         result = one_step_at_rewards(wm, rem, dataset)
         frames = result.pop("frames", None)

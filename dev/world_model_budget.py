@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--imagine", action="store_true", help="also measure imagined reward rates (slow)")
     parser.add_argument("--strip", type=Path, default=None)
     parser.add_argument("--fresh-channels", type=int, default=None, help="train a new world model of this width instead")
+    parser.add_argument("--save", type=Path, default=None, help="a folder: the world model is saved there at every measurement")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
@@ -72,6 +73,9 @@ def main() -> None:
                "world_model_updates": wm.num_updates, "real_reward_rate": real,
                "loss": sum(losses) / len(losses) if losses else None,
                "seconds_per_update": seconds / len(losses) if losses else None}  # fmt: skip
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            wm.save(args.save / f"world_model_{wm.num_updates:05d}.pt")
         one_step = diag.one_step_at_rewards(wm, rem, dataset)
         frames = one_step.pop("frames", None)
         row.update(one_step)
