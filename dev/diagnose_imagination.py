@@ -102,6 +102,21 @@ def imagined_rate(wm, rem, dataset, policy, envs: int, updates: int, seed: int, 
     return (torch.cat(rews) != 0).float().mean().item()
 
 
+def rewarding_segments(dataset: Dataset, before: int, max_events: int) -> tuple[Tensor, Tensor] | None:
+    """The newest ``max_events`` real rewarding steps ``t`` with ``before`` steps of history: frames ``x_{t-before}`` to
+    ``x_{t+1}`` in [-1, 1], ``(B, before + 2, C, H, W)``, and the actions taken at ``x_{t-before}`` to ``x_t``."""
+    segments = []
+    for ep in dataset:
+        for t in np.flatnonzero(ep.rew != 0):
+            if t >= before and t + 1 < len(ep.obs):
+                segments.append((ep.obs[t - before : t + 2], ep.act[t - before : t + 1]))
+    segments = segments[-max_events:]
+    if not segments:
+        return None
+    frames = torch.from_numpy(np.stack([f for f, _ in segments])).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
+    return frames, torch.from_numpy(np.stack([a for _, a in segments])).long()
+
+
 @torch.no_grad()
 def one_step_at_rewards(wm, rem, dataset: Dataset, history: int = 15, max_events: int = 32) -> dict:
     """Does the world model draw a rewarding event one step ahead? At each real step ``t`` that earned a reward
@@ -111,23 +126,17 @@ def one_step_at_rewards(wm, rem, dataset: Dataset, history: int = 15, max_events
     p(reward) with ``x_t`` repeated as the next frame is the floor: what the history alone tells the reward/end model,
     so a world model whose prediction scores no higher draws nothing of the event."""
     n = wm.n
-    segments = []
-    for ep in dataset:
-        for t in np.flatnonzero(ep.rew != 0):
-            if t >= max(history, n - 1) and t + 1 < len(ep.obs):
-                segments.append((ep.obs[t - history : t + 2], ep.act[t - history : t + 1]))
-    segments = segments[-max_events:]
-    if not segments:
+    found = rewarding_segments(dataset, max(history, n - 1), max_events)
+    if found is None:
         return {"events": 0}
-    frames = torch.from_numpy(np.stack([f for f, _ in segments])).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
-    act = torch.from_numpy(np.stack([a for _, a in segments])).long()
+    frames, act = found
     predicted = wm.predict_next(frames[:, -n - 1 : -1], act[:, -n:]).float().clamp(-1, 1)
     p = {}
     for name, last in (("real", frames[:, -1]), ("predicted", predicted), ("repeated", frames[:, -2])):
         next_obs = torch.cat([frames[:, 1:-1], last[:, None]], dim=1)
         logits_rew, _, _ = rem(frames[:, :-1], act, next_obs)
         p[name] = (1 - logits_rew[:, -1].float().softmax(-1)[:, 1]).mean().item()  # class 1: no reward
-    return {"events": len(segments), "p_reward_real_next": p["real"], "p_reward_predicted_next": p["predicted"],
+    return {"events": frames.shape[0], "p_reward_real_next": p["real"], "p_reward_predicted_next": p["predicted"],
             "p_reward_repeated_frame": p["repeated"], "frames": (frames[:, -2], frames[:, -1], predicted)}  # fmt: skip
 
 
@@ -143,17 +152,10 @@ def ahead_at_rewards(
     Imagination in training dreams up to 15 steps (the horizon) from a real start: a hit it cannot carry some steps
     ahead never pays there, however well it is drawn one step ahead."""
     n, longest = wm.n, max(leads)
-    segments = []
-    for ep in dataset:
-        for t in np.flatnonzero(ep.rew != 0):
-            start = t + 1 - longest - history
-            if start >= 0 and t + 1 < len(ep.obs):
-                segments.append((ep.obs[start : t + 2], ep.act[start : t + 1]))
-    segments = segments[-max_events:]
-    if not segments:
+    found = rewarding_segments(dataset, longest + history - 1, max_events)
+    if found is None:
         return {"events": 0}
-    frames = torch.from_numpy(np.stack([f for f, _ in segments])).permute(0, 1, 4, 2, 3).float().div(127.5).sub(1)
-    act = torch.from_numpy(np.stack([a for _, a in segments])).long()
+    frames, act = found
     last = frames.shape[1] - 1  # index of x_{t+1}; transition i goes from frame i to frame i + 1 with act[:, i]
 
     def p_reward(seq: Tensor, first: int) -> float:
@@ -162,7 +164,7 @@ def ahead_at_rewards(
         return (1 - logits_rew[:, -1].float().softmax(-1)[:, 1]).mean().item()  # class 1: no reward
 
     generator = torch.Generator().manual_seed(seed)
-    out = {"events": len(segments), "p_reward_real": p_reward(frames, last - longest)}
+    out = {"events": frames.shape[0], "p_reward_real": p_reward(frames, last - longest)}
     predicted = {}
     for k in leads:
         s = last - k  # the last real frame
