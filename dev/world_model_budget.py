@@ -50,10 +50,13 @@ def main() -> None:
     parser.add_argument("--strip", type=Path, default=None)
     parser.add_argument("--fresh-channels", type=int, default=None, help="train a new world model of this width instead")
     parser.add_argument("--save", type=Path, default=None, help="a folder: the world model is saved there at every measurement")
+    parser.add_argument("--from", dest="start", type=Path, default=None, help="go on from a world model --save wrote")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
-    if args.fresh_channels:
+    if args.start:
+        wm = WorldModel.load(args.start, game=cfg.game)  # with its optimiser and learning-rate schedule
+    elif args.fresh_channels:
         unet = dataclasses.replace(cfg.world_model.unet, channels=[args.fresh_channels] * len(cfg.world_model.unet.channels))
         wm = WorldModel(dataclasses.replace(cfg.world_model, unet=unet), game=cfg.game)
     else:
@@ -75,7 +78,7 @@ def main() -> None:
                "seconds_per_update": seconds / len(losses) if losses else None}  # fmt: skip
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
-            wm.save(args.save / f"world_model_{wm.num_updates:05d}.pt")
+            wm.save(args.save / f"world_model_{wm.num_updates:05d}.pt", with_optimizer=True)
         one_step = diag.one_step_at_rewards(wm, rem, dataset)
         frames = one_step.pop("frames", None)
         row.update(one_step)
