@@ -34,8 +34,9 @@ print(f"profile: {P}   game: {GAME}")
 
 # %% [markdown]
 # ## 1. The loop
-# One epoch, in DIAMOND's order. The first epoch is special: a random policy first fills the data with at least
-# 5,000 steps (and enough rare rewards), and every model trains longer.
+# One epoch, in DIAMOND's order. The first epoch is special: a random policy first fills the data (the paper: 5,000
+# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 2,000 up to 4,000; the table in
+# section 2 has each profile's), and every model trains longer.
 
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.2))
