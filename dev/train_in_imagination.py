@@ -88,7 +88,8 @@ def main() -> None:
     c = cfg.collection
     max_steps = c.test_max_steps or None
     ac.eval()
-    # the run's final evaluation and random baseline use these seeds (diamond_lite.train.Run)
+    # seeds as in diamond_lite.train.Run: the random baseline's are those of every run's final evaluation, so its
+    # returns are the same numbers; the agent's follow Run.evaluate with the update count in place of the epoch
     test_env = make_env(cfg.game, split="test", seed=cfg.seed + 10_000 + args.updates)
     agent = evaluate_policy(Policy(ac, epsilon=c.test_epsilon, seed=cfg.seed + args.updates), test_env, args.episodes,
                             max_steps=max_steps, desc="agent, real test episodes")  # fmt: skip

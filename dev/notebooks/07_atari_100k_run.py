@@ -134,10 +134,10 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # imagination handed out rewards at a third of the real game's rate. About 900 actor-critic updates, where the paper
 # makes 400,000, are not enough here; finding a course budget that learns is open work. Run it yourself and compare.
 #
-# Later measurements (`docs/agent.md`, sessions 7–11) trace it to the world model. A course-size world model must be
-# trained about ten times longer than a course run allows (20,000 updates) before the same actor-critic, trained only
-# in its imagination, moves off the uniform policy at all; and on a fixed set of random-play data it then learns what
-# pays in the dream rather than in the game (KungFuMaster: 565 ± 338 against a random 360 ± 328 after 900 updates,
+# Later measurements (`docs/agent.md`, sessions 7–11) trace it to the world model. Handed a course-size world model
+# trained 20,000 times (a whole course run trains it 4,170 times), the same actor-critic, trained only in its
+# imagination, moved off the uniform policy for the first time; but on a fixed set of random-play data it then learned
+# what pays in the dream rather than in the game (KungFuMaster: 565 ± 338 against a random 360 ± 328 after 900 updates,
 # 315 ± 235 after 1,500). Visual details, and real data that follows the agent, matter.
 
 # %% [markdown]
