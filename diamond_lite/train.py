@@ -17,7 +17,8 @@ The schedule, as DIAMOND's ``src/trainer.py`` runs it:
 ``--model-free`` trains the actor-critic on the real game only (batched real environments), DIAMOND's switch.
 
 The run folder holds ``config.json``, ``dataset/`` (one file per episode, written as it is collected),
-``checkpoints/`` (everything needed to resume, written atomically after each epoch, the newest few kept),
+``checkpoints/`` (everything needed to resume, written atomically after each epoch, the newest few kept, and
+inside a long epoch every ``checkpoint_every_minutes`` as ``epoch_N.partial.pt``),
 ``metrics.jsonl`` (one JSON line per event) and ``results.json`` (the final evaluation). ``--resume`` continues
 after the last checkpoint: every collected episode kept (steps played after the checkpoint count toward the epoch
 that played them, so the run's total of real steps does not change), models, optimisers, counters and random states
@@ -124,6 +125,10 @@ class RunConfig:
     # 2-core CPU it made course-size sampling 1.38x faster but the actor-critic step no faster, and paper-size
     # sampling no faster (docs/benchmarks.md); a GPU may differ (`--set compile=True`, measure with bench)
     compile: bool = False
+    # Inside an epoch, a checkpoint at most this often (a whole one is written after every epoch anyway): the first
+    # epoch trains each model for its long first budget (half an hour in the course profile on a 2-core CPU, 25,000
+    # updates in the paper's), which a crash must not take back. 0 writes one after every update (the tests).
+    checkpoint_every_minutes: float = 10.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -299,6 +304,8 @@ class Run:
         self.num_epochs_collect: int | None = None
         self.env_steps_at_checkpoint = self.dataset.num_steps
         self.test_returns: list[float] = []
+        self._in_epoch: dict | None = None  # where a run resumed from inside an epoch stopped (``resume``)
+        self._epoch_started = self._last_save = time.monotonic()
         if not any(self.dir.glob("checkpoints/epoch_*.pt")):
             self.save_checkpoint()  # so that a run killed during its first collection can resume too
 
@@ -319,7 +326,8 @@ class Run:
         done_here = 0
         while self.epoch < self.num_epochs and (max_epochs is None or done_here < max_epochs):
             self.epoch += 1
-            started = time.monotonic()
+            resumed_seconds = self._in_epoch["seconds"] if self._in_epoch else 0.0
+            self._epoch_started = time.monotonic() - resumed_seconds
             if self.epoch <= self.num_epochs_collect and not self.cfg.model_free:
                 # Steps saved after the last checkpoint (a run killed during this epoch, then resumed) count toward
                 # this epoch's share: a resumed run plays as many real steps as an uninterrupted one.
@@ -329,7 +337,7 @@ class Run:
             losses = self.train_models()
             if self.epoch % self.cfg.evaluation_every == 0:
                 self.evaluate(self.cfg.collection.test_episodes)
-            self.log("epoch", seconds=round(time.monotonic() - started, 2), env_steps=self.dataset.num_steps)
+            self.log("epoch", seconds=round(time.monotonic() - self._epoch_started, 2), env_steps=self.dataset.num_steps)
             self.save_checkpoint()
             done_here += 1
             bar.update(1)
@@ -365,17 +373,27 @@ class Run:
                  returns=returns)  # fmt: skip
 
     def train_models(self) -> dict[str, float]:
-        """Each model's steps for this epoch (the first epoch's budget in epoch 1); the mean losses."""
+        """Each model's steps for this epoch (the first epoch's budget in epoch 1); the mean losses.
+
+        Every ``checkpoint_every_minutes`` it writes a checkpoint of the epoch so far (``save_checkpoint(in_epoch=...)``):
+        the models that finished, and the one under way with its losses, so that a resumed run goes on from that update."""
         cfg, first = self.cfg, self.epoch == 1
         plan = [("actor_critic", cfg.training_actor_critic)] if cfg.model_free else [
             ("world_model", cfg.training_world_model), ("rew_end_model", cfg.training_rew_end_model),
             ("actor_critic", cfg.training_actor_critic)]  # fmt: skip
-        means = {}
+        resumed, self._in_epoch = self._in_epoch or {}, None
+        means = dict(resumed.get("means", {}))
+        every = cfg.checkpoint_every_minutes * 60
         for name, training in plan:
+            if name in means:
+                continue  # finished before the checkpoint this run resumed from; its log record is kept
             steps = training.steps_first_epoch if first else training.steps_per_epoch
-            losses, extra = [], {}
-            started = time.monotonic()
-            for _ in tqdm(range(steps), desc=f"epoch {self.epoch}: {name}", unit="update", leave=False, disable=not self.progress):
+            losses, extra, seconds_before = [], {}, 0.0
+            if resumed.get("current") == name:
+                losses, extra, seconds_before = list(resumed["losses"]), resumed["extra"], resumed["current_seconds"]
+            started = time.monotonic() - seconds_before
+            for _ in tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc=f"epoch {self.epoch}: {name}",
+                          unit="update", leave=False, disable=not self.progress):  # fmt: skip
                 crash_point(f"train_{name}")
                 if name == "world_model":
                     losses.append(self.world_model.train_step(self.samplers[name].sample().to_torch(self.device)))
@@ -389,6 +407,9 @@ class Run:
                     losses.append(loss)
                     for k in ("return", "entropy", "loss_values", "reward"):
                         extra.setdefault(k, []).append(metrics[k])
+                if time.monotonic() - self._last_save >= every:
+                    self.save_checkpoint(in_epoch={"means": means, "current": name, "losses": torch.stack(losses),
+                                                   "extra": extra, "current_seconds": time.monotonic() - started})  # fmt: skip
             if not losses:
                 continue
             means[name] = torch.stack(losses).mean().item()  # one host sync per model per epoch
@@ -431,8 +452,8 @@ class Run:
 
     # -- log, checkpoints, resume ------------------------------------------------------------------
 
-    def log(self, event: str, **values: Any) -> None:
-        record = {"event": event, "epoch": self.epoch, "time": round(time.time(), 2), **values}
+    def log(self, event: str, *, at_epoch: int | None = None, **values: Any) -> None:
+        record = {"event": event, "epoch": self.epoch if at_epoch is None else at_epoch, "time": round(time.time(), 2), **values}
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -458,32 +479,46 @@ class Run:
                 self._writer = None
         return self._writer
 
-    def save_checkpoint(self) -> Path:
-        """Models, optimisers, counters and every random state, in one file written atomically."""
+    def save_checkpoint(self, in_epoch: dict | None = None) -> Path:
+        """Models, optimisers, counters and every random state, in one file written atomically.
+
+        After an epoch: ``epoch_N.pt``, the newest ``checkpoints_to_keep`` kept. Inside epoch N (``in_epoch``, from
+        ``train_models``): ``epoch_N.partial.pt``, which holds the last finished epoch's counters plus how far epoch N
+        got (its collection is done, so the real steps are those of the epoch's start); the next whole one replaces it."""
         models = {name: getattr(self, name) for name in ("world_model", "rew_end_model", "actor_critic")}
+        partial = in_epoch is not None
         payload = {
             "format": STATE_FORMAT,
             "config": self.cfg.to_dict(),
-            "epoch": self.epoch,
+            "epoch": self.epoch - 1 if partial else self.epoch,
             "num_epochs_collect": self.num_epochs_collect,
-            "env_steps": self.dataset.num_steps,
+            "env_steps": self.env_steps_at_checkpoint if partial else self.dataset.num_steps,
             "models": {k: m.state_dict() for k, m in models.items()},
             "optimizers": {k: m.optimizer.state_dict() for k, m in models.items()},
             "schedulers": {k: m.scheduler.state_dict() for k, m in models.items()},
             "num_updates": {k: m.num_updates for k, m in models.items()},
             "rng": _rng_state(self),
         }
-        path = self.dir / "checkpoints" / f"epoch_{self.epoch:05d}.pt"
+        if partial:
+            log = self.dir / "metrics.jsonl"
+            payload["in_epoch"] = {"epoch": self.epoch, "seconds": time.monotonic() - self._epoch_started,
+                                   "log_lines": len(log.read_text().splitlines()) if log.exists() else 0, **in_epoch}  # fmt: skip
+        path = self.dir / "checkpoints" / f"epoch_{self.epoch:05d}{'.partial' if partial else ''}.pt"
         with self._storage(f"the checkpoint {path.name}"):
             write_atomic(payload, path)
-        self.env_steps_at_checkpoint = payload["env_steps"]
-        for old in sorted(self.dir.glob("checkpoints/epoch_*.pt"))[: -self.cfg.checkpoints_to_keep]:
-            old.unlink(missing_ok=True)
+        self._last_save = time.monotonic()
+        if not partial:
+            self.env_steps_at_checkpoint = payload["env_steps"]
+            for old in self.dir.glob("checkpoints/epoch_*.partial.pt"):
+                old.unlink(missing_ok=True)
+            for old in _whole_checkpoints(self.dir)[: -self.cfg.checkpoints_to_keep]:
+                old.unlink(missing_ok=True)
         return path
 
     @classmethod
     def resume(cls, out: str | Path, device: str = "cpu", *, progress: bool = True) -> Run:
-        """The run in ``out``, restored from its newest checkpoint that loads."""
+        """The run in ``out``, restored from its newest checkpoint that loads (one written inside an epoch included:
+        the run then goes on from that update)."""
         out = Path(out)
         config_path = out / "config.json"
         if not config_path.exists():
@@ -515,24 +550,26 @@ class Run:
         run.epoch, run.num_epochs_collect = payload["epoch"], payload["num_epochs_collect"]
         run.env_steps_at_checkpoint = payload["env_steps"]
         _set_rng_state(run, payload["rng"])
+        run._in_epoch = payload.get("in_epoch")
         if not (out / "results.json").exists():  # a finished run only reads its results: its log stays as it is
-            run._truncate_log()
-            run.log("resume", from_checkpoint=path.name, env_steps=run.dataset.num_steps,
-                    env_steps_at_checkpoint=run.env_steps_at_checkpoint)  # fmt: skip
+            run._truncate_log(run._in_epoch["log_lines"] if run._in_epoch else None)
+            run.log("resume", at_epoch=run._in_epoch["epoch"] if run._in_epoch else None, from_checkpoint=path.name,
+                    env_steps=run.dataset.num_steps, env_steps_at_checkpoint=run.env_steps_at_checkpoint)  # fmt: skip
         return run
 
-    def _truncate_log(self) -> None:
-        """Drop what was logged after the checkpoint's epoch: that epoch runs again, so nothing is duplicated."""
+    def _truncate_log(self, num_lines: int | None = None) -> None:
+        """Drop what was logged after the checkpoint: the records of later epochs, or after the first ``num_lines``
+        for a checkpoint written inside an epoch. What follows runs again, so nothing is duplicated."""
         path = self.dir / "metrics.jsonl"
         if not path.exists():
             return
         kept = []
-        for line in path.read_text().splitlines():
+        for line in path.read_text().splitlines()[:num_lines]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by the crash
-            if record.get("epoch", 0) <= self.epoch:
+            if num_lines is not None or record.get("epoch", 0) <= self.epoch:
                 kept.append(line)
         _write_text_atomic(path, "".join(line + "\n" for line in kept))
 
@@ -568,6 +605,11 @@ class Run:
             probe.unlink()
         except OSError as error:
             raise ValueError(f"cannot write in the run folder {self.dir}: {error.strerror or error}") from None
+
+
+def _whole_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints written after an epoch, oldest first (not those written inside one)."""
+    return sorted(p for p in run_dir.glob("checkpoints/epoch_*.pt") if not p.name.endswith(".partial.pt"))
 
 
 class _RandomPolicy:
