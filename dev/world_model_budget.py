@@ -11,10 +11,19 @@ appended to that file, so a stopped study keeps what it measured; ``--strip`` sa
 
 ``--fresh-channels C`` instead trains a new world model from scratch on the same data (the run's configuration with
 the U-Net's channels set to C at every level, a fresh optimiser and warm-up): with the run's reward/end model as the
-judge, it compares world-model sizes on the same data and the same number of updates.
+judge, it compares world-model sizes on the same data and the same number of updates. ``--lr`` sets a fresh model's
+learning rate (the run's otherwise).
+
+``--held-out STEPS`` also plays that many random-policy steps of the game's test split once (kept in
+``RUN/held_out/``) and reports, at every measurement, the denoising loss on a fixed set of held-out segments and on a
+fixed set of training segments, with the same noise each time (``loss_held_out``, ``loss_train_fixed``: how fast it
+learns, and how far it overfits the run's data), and the mean squared error of its sampled one-step predictions on
+held-out frames that moved, next to copying the last frame (``one_step_errors``). These need no judge, so a run whose
+reward/end model is untrained (a folder made with ``--max-epochs 0``) can be studied with ``--no-judge``.
 
     python dev/world_model_budget.py runs/Seaquest-course --updates 3000 --every 300 --jsonl docs/x.jsonl
     python dev/world_model_budget.py runs/KungFuMaster-course --fresh-channels 64 --updates 1800 --every 300
+    python dev/world_model_budget.py runs/KFM-data --fresh-channels 32 --lr 3e-4 --held-out 2000 --no-judge
 """
 
 from __future__ import annotations
@@ -31,10 +40,36 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import diagnose_imagination as diag  # noqa: E402
 
+from diamond_lite.atari import make_env  # noqa: E402
 from diamond_lite.component import read_checkpoint  # noqa: E402
-from diamond_lite.data import SegmentSampler  # noqa: E402
+from diamond_lite.data import Collector, Dataset, SegmentSampler  # noqa: E402
 from diamond_lite.train import STATE_FORMAT  # noqa: E402
-from diamond_lite.world_model import WorldModel  # noqa: E402
+from diamond_lite.world_model import WorldModel, one_step_errors  # noqa: E402
+
+HELD_OUT_SEED = 10_000  # a test-split game and action stream no run collects with
+
+
+def held_out_dataset(run: Path, game: str, steps: int) -> Dataset:
+    """``steps`` random-policy steps of the test split, played once and kept in ``run/held_out``."""
+    dataset = Dataset(run / "held_out")
+    if dataset.num_steps < steps:
+        env = make_env(game, split="test", seed=HELD_OUT_SEED)
+        Collector(env, dataset, seed=HELD_OUT_SEED).collect(num_steps=steps - dataset.num_steps, progress=False)
+    return dataset
+
+
+def fixed_batches(dataset: Dataset, seq_length: int, count: int, batch_size: int, seed: int) -> list[dict]:
+    """``count`` batches of uniformly drawn segments, the same ones at every call with the same arguments."""
+    sampler = SegmentSampler(dataset, seq_length, batch_size, sample_weights=None, seed=seed)
+    return [sampler.sample().to_torch("cpu") for _ in range(count)]
+
+
+@torch.no_grad()
+def fixed_loss(wm: WorldModel, batches: list[dict], seed: int) -> float:
+    """The denoising loss over ``batches`` with the same noise levels and noises at every call."""
+    generator = torch.Generator(wm.device).manual_seed(seed)
+    wm.eval()
+    return sum(float(wm.loss(b, generator=generator)) for b in batches) / len(batches)
 
 
 def main() -> None:
@@ -51,14 +86,23 @@ def main() -> None:
     parser.add_argument("--fresh-channels", type=int, default=None, help="train a new world model of this width instead")
     parser.add_argument("--save", type=Path, default=None, help="a folder: the world model is saved there at every measurement")
     parser.add_argument("--from", dest="start", type=Path, default=None, help="go on from a world model --save wrote")
+    parser.add_argument("--lr", type=float, default=None, help="a fresh world model's learning rate (default: the run's)")
+    parser.add_argument("--held-out", type=int, default=0, help="random test-split steps for held-out losses and errors")
+    parser.add_argument("--no-judge", action="store_true", help="skip the checks that need a trained reward/end model")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (two studies side by side: 1 each)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.lr is not None and args.fresh_channels is None:
+        parser.error("--lr applies to a fresh world model (--fresh-channels)")
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
     if args.start:
         wm = WorldModel.load(args.start, game=cfg.game)  # with its optimiser and learning-rate schedule
     elif args.fresh_channels:
         unet = dataclasses.replace(cfg.world_model.unet, channels=[args.fresh_channels] * len(cfg.world_model.unet.channels))
-        wm = WorldModel(dataclasses.replace(cfg.world_model, unet=unet), game=cfg.game)
+        lr = cfg.world_model.lr if args.lr is None else args.lr
+        wm = WorldModel(dataclasses.replace(cfg.world_model, unet=unet, lr=lr), game=cfg.game)
     else:
         state = read_checkpoint(sorted(args.run.glob("checkpoints/epoch_*.pt"))[-1], STATE_FORMAT, "training run")
         # continue the run's own optimiser and learning-rate schedule, not a fresh warm-up
@@ -69,22 +113,31 @@ def main() -> None:
     sampler = SegmentSampler(dataset, cfg.world_model.num_steps_conditioning + 1, t.batch_size, t.sample_weights, seed=args.seed)
     real = diag.real_reward_rate(dataset)
     n = cfg.world_model.num_actions
+    if args.held_out:
+        held_out = held_out_dataset(args.run, cfg.game, args.held_out)
+        length = cfg.world_model.num_steps_conditioning + 1
+        fixed = {"held_out": fixed_batches(held_out, length, 32, 16, seed=1), "train_fixed": fixed_batches(dataset, length, 32, 16, seed=2)}
 
     def measure(done: int, losses: list[float], seconds: float) -> None:
         wm.eval()
         row = {"run": str(args.run), "epoch": epoch, "channels": wm.cfg.unet.channels, "extra_updates": done,
-               "world_model_updates": wm.num_updates, "real_reward_rate": real,
+               "world_model_updates": wm.num_updates, "lr": wm.cfg.lr, "real_reward_rate": real,
                "loss": sum(losses) / len(losses) if losses else None,
                "seconds_per_update": seconds / len(losses) if losses else None}  # fmt: skip
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
             wm.save(args.save / f"world_model_{wm.num_updates:05d}.pt", with_optimizer=True)
-        one_step = diag.one_step_at_rewards(wm, rem, dataset)
-        frames = one_step.pop("frames", None)
-        row.update(one_step)
-        if args.strip and frames is not None:
-            diag.save_strip(frames, args.strip)
-        if args.imagine:
+        if args.held_out:
+            for name, batches in fixed.items():
+                row[f"loss_{name}"] = fixed_loss(wm, batches, seed=3)
+            row["held_out_one_step"] = one_step_errors(wm, held_out, num_samples=256, seed=4)
+        if not args.no_judge:
+            one_step = diag.one_step_at_rewards(wm, rem, dataset)
+            frames = one_step.pop("frames", None)
+            row.update(one_step)
+            if args.strip and frames is not None:
+                diag.save_strip(frames, args.strip)
+        if args.imagine and not args.no_judge:
             for name, policy in (("random", diag.FixedPreference(n, None)), ("agent", ac)):
                 row[f"imagined_rate_{name}"] = diag.imagined_rate(wm, rem, dataset, policy, args.envs, args.rounds, args.seed, cfg.horizon)
         print(json.dumps(row), flush=True)

@@ -133,6 +133,78 @@ def read_log(run_dir: str | Path) -> list[dict]:
     return events
 
 
+MODELS = ("world_model", "rew_end_model", "actor_critic")
+IN_AN_EPOCH = ("collect", "evaluate") + tuple(f"train_{name}" for name in MODELS)
+
+
+def time_projection(log: list[dict], schedule) -> dict:
+    """How long a whole run of ``schedule`` (a ``train.RunConfig``) takes, from the costs a run measured.
+
+    From ``log`` (a run's events): each model's seconds per update, over the epochs after the first when there are
+    some (the first epoch's are the same updates, but a cold start and the machine's other work weigh more there);
+    the seconds per real step of collection, with the random policy (first collection) and with the agent; the
+    seconds per test episode; and what else an epoch spends (checkpoints, logging: the epoch's time less its parts).
+    ``schedule`` may be another run's configuration with the same models and batch sizes: a short measuring run
+    projects the paper profile's 1000 epochs. The first collection is the run's own where it fits the schedule, else
+    ``first_epoch_min`` steps (a game whose random play rarely scores collects up to ``first_epoch_max``); a test
+    episode takes the measured mean time, though a better agent plays longer games. Returns seconds per part and in
+    all (``total_s``).
+    """
+    epochs = {e["epoch"]: e for e in log if e["event"] == "epoch"}
+    if not epochs:
+        raise ValueError("the log holds no finished epoch to measure")
+    later = [k for k in epochs if k >= 2] or list(epochs)
+    per_update = {}
+    for name in MODELS:
+        chosen = [e for e in log if e["event"] == f"train_{name}" and e["epoch"] in later and e.get("steps")]
+        steps = sum(e["steps"] for e in chosen)
+        per_update[name] = sum(e["seconds"] for e in chosen) / steps if steps else 0.0
+
+    def rate(events: list[dict], unit: str) -> float | None:
+        count = sum(len(e["returns"]) if unit == "episodes" else e["steps"] for e in events)
+        return sum(e["seconds"] for e in events) / count if count and all("seconds" in e for e in events) else None
+
+    random_step = rate([e for e in log if e["event"] == "first_collection"], "steps")
+    agent_step = rate([e for e in log if e["event"] == "collect"], "steps")
+    episode = rate([e for e in log if e["event"] in ("evaluate", "final_evaluation")], "episodes")
+    rest = []
+    for k in later:
+        parts = [e.get("seconds", 0.0) for e in log if e["epoch"] == k and e["event"] in IN_AN_EPOCH]
+        rest.append(max(0.0, epochs[k]["seconds"] - sum(parts)))
+    other = float(np.median(rest))
+    c, s = schedule.collection, schedule
+    trainings = {name: getattr(s, f"training_{name}") for name in MODELS}
+    collected = sum(e["steps"] for e in log if e["event"] == "first_collection")
+    first_steps = collected if c.first_epoch_min <= collected <= c.first_epoch_max else min(c.first_epoch_min, c.num_steps_total)
+    collecting = -(-max(0, c.num_steps_total - first_steps) // c.steps_per_epoch)
+    num_epochs = collecting + s.num_final_epochs
+    train_first = sum(trainings[m].steps_first_epoch * per_update[m] for m in MODELS)
+    train_epoch = sum(trainings[m].steps_per_epoch * per_update[m] for m in MODELS)
+    parts = {
+        "first_collection_s": first_steps * (random_step or agent_step or 0.0),
+        "first_epoch_training_s": train_first,
+        "later_epochs_training_s": (num_epochs - 1) * train_epoch,
+        "collection_s": collecting * c.steps_per_epoch * (agent_step or random_step or 0.0),
+        "evaluations_s": ((num_epochs // s.evaluation_every) * c.test_episodes + 2 * c.final_test_episodes) * (episode or 0.0),
+        "other_s": num_epochs * other,
+    }
+    return {"epochs": num_epochs, "seconds_per_update": per_update, "seconds_per_random_step": random_step,
+            "seconds_per_agent_step": agent_step, "seconds_per_test_episode": episode, "other_s_per_epoch": other,
+            "epoch_s": train_epoch + c.steps_per_epoch * (agent_step or 0.0) + other, **parts, "total_s": sum(parts.values()),
+            "measured_epochs": sorted(later)}  # fmt: skip
+
+
+def format_projection(p: dict) -> str:
+    hours = lambda seconds: f"{seconds / 3600:.2f} h"  # noqa: E731
+    per = ", ".join(f"{name} {seconds:.3g} s" for name, seconds in p["seconds_per_update"].items())
+    lines = [f"measured over epochs {p['measured_epochs'][0]}-{p['measured_epochs'][-1]}: per update {per}",
+             f"a later epoch: {p['epoch_s']:.1f} s; the first epoch's training: {hours(p['first_epoch_training_s'])}",
+             f"{p['epochs']} epochs in all: {hours(p['total_s'])} (later epochs' training {hours(p['later_epochs_training_s'])}, "
+             f"collection {hours(p['first_collection_s'] + p['collection_s'])}, evaluations {hours(p['evaluations_s'])}, "
+             f"other {hours(p['other_s'])})"]  # fmt: skip
+    return "\n".join(lines)
+
+
 CURVES = (("train_world_model", "loss", "world-model loss"), ("train_rew_end_model", "loss", "reward/end loss"),
           ("train_actor_critic", "return", "λ-return in imagination"), ("train_actor_critic", "entropy", "policy entropy"),
           ("evaluate", "mean", "real test return"))  # fmt: skip
@@ -184,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None, help="save the per-game plot here (PNG)")
     parser.add_argument("--curves", type=Path, default=None, metavar="PNG",
                         help="save the learning curves of the (first) run here")
+    parser.add_argument("--time", nargs="?", const="", default=None, metavar="PROFILE",
+                        help="project how long the (first) run takes in all, or a run of PROFILE on the same game "
+                             "(the same models and batches: a short measuring run projects the paper run)")
     args = parser.parse_args(argv)
+    if args.time is not None:
+        return _print_projection(args.runs[0], args.time)
     try:
         results = [run_result(r, args.episodes) for r in args.runs]
     except ValueError as error:
@@ -202,6 +279,28 @@ def main(argv: list[str] | None = None) -> int:
         plot(summary, args.plot)
     if args.curves:
         plot_curves(read_log(args.runs[0]), args.curves, title=f"{results[0]['game']} ({results[0]['profile']} profile)")
+    return 0
+
+
+def _print_projection(run_dir: Path, profile: str) -> int:
+    from .train import RunConfig, run_config
+
+    try:
+        cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        schedule = run_config(cfg.game, profile) if profile else cfg
+        if profile and [(getattr(schedule, f"training_{m}").batch_size) for m in MODELS] != [
+                getattr(cfg, f"training_{m}").batch_size for m in MODELS]:  # fmt: skip
+            raise ValueError(f"the {profile} profile trains with other batch sizes than {run_dir}: its costs do not carry over")
+        if profile and (schedule.world_model, schedule.rew_end_model, schedule.actor_critic) != (
+                cfg.world_model, cfg.rew_end_model, cfg.actor_critic):  # fmt: skip
+            raise ValueError(f"the {profile} profile's models differ from those of {run_dir}: its costs do not carry over")
+        projection = time_projection(read_log(run_dir), schedule)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{cfg.game}, {schedule.profile} schedule, costs measured by {run_dir}:")
+    print(format_projection(projection))
+    print(json.dumps(projection))
     return 0
 
 

@@ -366,11 +366,12 @@ class Run:
         self.num_epochs_collect = -(-remaining // c.steps_per_epoch)
 
     def collect(self, num_steps: int, event: str = "collect") -> None:
+        started = time.monotonic()
         with self._storage("an episode of the dataset"):
             finished = self.collector.collect(num_steps=num_steps, progress=False)
         returns = [e["score"] for e in finished]
-        self.log(event, steps=num_steps, env_steps=self.dataset.num_steps, episodes=len(finished),
-                 returns=returns)  # fmt: skip
+        self.log(event, steps=num_steps, env_steps=self.dataset.num_steps, episodes=len(finished), returns=returns,
+                 seconds=round(time.monotonic() - started, 2))  # fmt: skip
 
     def train_models(self) -> dict[str, float]:
         """Each model's steps for this epoch (the first epoch's budget in epoch 1); the mean losses.
@@ -421,11 +422,13 @@ class Run:
         c = self.cfg.collection
         env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 10_000 + self.epoch)
         policy = Policy(self.actor_critic, epsilon=c.test_epsilon, seed=self.cfg.seed + self.epoch)
+        started = time.monotonic()
         # a whole game per episode: minutes in the course profile, so it gets its own bar under the epoch's
         returns = evaluate_policy(policy, env, num_episodes, max_steps=c.test_max_steps or None, progress=self.progress,
                                   desc=f"epoch {self.epoch}: {event.replace('_', ' ')}", leave=False)
         self.test_returns = returns
-        self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
+        self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)),
+                 seconds=round(time.monotonic() - started, 2))
         return returns
 
     def random_baseline(self, num_episodes: int) -> list[float]:
@@ -433,9 +436,11 @@ class Run:
         the yardstick a short run must clear (the published random scores are over whole 108k-frame games)."""
         c = self.cfg.collection
         env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 20_000)
+        started = time.monotonic()
         returns = evaluate_policy(_RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, max_steps=c.test_max_steps or None,
                                   progress=self.progress, desc="random baseline", leave=False)  # fmt: skip
-        self.log("random_baseline", returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)))
+        self.log("random_baseline", returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)),
+                 seconds=round(time.monotonic() - started, 2))
         return returns
 
     def final_evaluation(self) -> dict:

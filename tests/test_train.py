@@ -40,6 +40,11 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
         assert first["steps"] == getattr(cfg, f"training_{name}").steps_first_epoch
     assert {"first_collection", "collect", "evaluate", "final_evaluation", "random_baseline"} <= {e["event"] for e in log}
     assert len(results["random_returns"]) == len(results["returns"])
+    timed = ("first_collection", "collect", "evaluate", "final_evaluation", "random_baseline", "epoch")
+    assert all(e["seconds"] >= 0 for e in log if e["event"] in timed or e["event"].startswith("train_"))
+    from diamond_lite.evaluate import time_projection
+
+    assert time_projection(log, cfg)["epochs"] == results["epochs"]  # what it projects is the schedule the run ran
     assert results["random_mean"] == pytest.approx(np.mean(results["random_returns"]))
     checkpoints = sorted((out / "checkpoints").glob("epoch_*.pt"))
     assert 0 < len(checkpoints) <= cfg.checkpoints_to_keep
@@ -210,6 +215,51 @@ def test_learning_curves_show_what_the_log_holds(tmp_path):
     assert len(axes[1].lines[0].get_xdata()) == 0  # no reward/end events: an empty panel, not an error
     assert evaluate.main([str(tmp_path), "--curves", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_time_projection_applies_the_measured_costs_to_a_schedule(tmp_path, capsys):
+    from diamond_lite import evaluate
+
+    log = [
+        {"event": "first_collection", "epoch": 0, "steps": 200, "seconds": 2.0, "returns": []},
+        # epoch 1: a cold start, twice as slow per update; not what later epochs cost
+        {"event": "collect", "epoch": 1, "steps": 50, "seconds": 5.0, "returns": []},
+        {"event": "train_world_model", "epoch": 1, "steps": 4, "seconds": 4.0},
+        {"event": "train_rew_end_model", "epoch": 1, "steps": 4, "seconds": 8.0},
+        {"event": "train_actor_critic", "epoch": 1, "steps": 4, "seconds": 16.0},
+        {"event": "epoch", "epoch": 1, "seconds": 34.0},
+        {"event": "collect", "epoch": 2, "steps": 50, "seconds": 5.0, "returns": [3.0]},
+        {"event": "train_world_model", "epoch": 2, "steps": 2, "seconds": 1.0},
+        {"event": "train_rew_end_model", "epoch": 2, "steps": 2, "seconds": 2.0},
+        {"event": "train_actor_critic", "epoch": 2, "steps": 2, "seconds": 4.0},
+        {"event": "evaluate", "epoch": 2, "returns": [1.0, 2.0], "seconds": 6.0},
+        {"event": "epoch", "epoch": 2, "seconds": 19.0},  # 1 s beyond its parts: checkpoint and log
+        {"event": "final_evaluation", "epoch": 2, "returns": [1.0], "seconds": 3.0},
+    ]  # fmt: skip
+    smoke = train.run_config("Breakout", "smoke")  # 200 first steps, 300 in all, 50 per epoch: 2 + 1 final epochs
+    p = evaluate.time_projection(log, smoke)
+    assert p["seconds_per_update"] == {"world_model": 0.5, "rew_end_model": 1.0, "actor_critic": 2.0}
+    assert p["epochs"] == 3 and p["measured_epochs"] == [2] and p["other_s_per_epoch"] == pytest.approx(1.0)
+    assert p["first_epoch_training_s"] == pytest.approx(4 * 0.5 + 4 * 1.0 + 4 * 2.0)
+    assert p["later_epochs_training_s"] == pytest.approx(2 * (2 * 0.5 + 2 * 1.0 + 2 * 2.0))
+    assert p["first_collection_s"] == pytest.approx(2.0) and p["collection_s"] == pytest.approx(2 * 50 * 0.1)
+    assert p["seconds_per_test_episode"] == pytest.approx(9.0 / 3)
+    assert p["evaluations_s"] == pytest.approx((1 + 2) * 3.0)  # one evaluation of 1 episode, the final one and random's
+    assert p["total_s"] == pytest.approx(2 + 14 + 14 + 10 + 9 + 3) and p["epoch_s"] == pytest.approx(7 + 5 + 1)
+    paper = evaluate.time_projection(log, train.run_config("Breakout", "paper"))
+    assert paper["epochs"] == 1000 and paper["first_epoch_training_s"] == pytest.approx(10_000 * 0.5 + 10_000 * 1.0 + 5_000 * 2.0)
+    with pytest.raises(ValueError, match="no finished epoch"):
+        evaluate.time_projection(log[:5], smoke)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(smoke.to_dict()))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    assert evaluate.main([str(run), "--time"]) == 0
+    shown = capsys.readouterr().out
+    assert "3 epochs in all" in shown and json.loads(shown.splitlines()[-1])["total_s"] == pytest.approx(52.0)
+    assert evaluate.main([str(run), "--time", "paper"]) == 2  # the paper's batches differ: smoke's costs do not carry over
+    assert "other batch sizes" in capsys.readouterr().err
 
 
 def test_evaluate_scores_an_unfinished_run_from_its_checkpoint(tmp_path):
