@@ -12,8 +12,10 @@ Loads a run's newest checkpoint and measures, on its own replay data:
     python dev/diagnose_imagination.py runs/Seaquest-course --at-rewards [--strip docs/img/x.png]
 
 ``--at-rewards`` checks only whether the world model draws the real rewarding events one step ahead (the reward/end
-model's p(reward) on the real next frame against the predicted one); ``--ahead`` whether it still draws them when it
-dreams 1, 2, 4, 8 or 15 steps from real frames with the real actions (``--world-model`` takes one saved apart).
+model's p(reward) on the real next frame against the predicted one), with the reward/end model's reward rate on real
+transitions; ``--ahead`` whether it still draws them when it dreams 1, 2, 4, 8 or 15 steps from real frames with the
+real actions (``--world-model`` takes one saved apart). ``--dataset DIR`` measures on other episodes than the run's,
+such as held-out ones: whether the models carry over to play they never trained on.
 """
 
 from __future__ import annotations
@@ -245,26 +247,37 @@ def main() -> None:
     parser.add_argument("--strip", type=Path, default=None, help="with --at-rewards or --ahead: save their frames to this image")
     parser.add_argument("--ahead", action="store_true", help="only the k-steps-ahead check at the real rewarding steps")
     parser.add_argument("--world-model", type=Path, default=None, help="a world model saved apart (world_model_budget.py --save)")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="measure on these episodes instead of the run's own (world_model_budget.py --held-out keeps some "
+                             "in RUN/held_out): whether the models carry over to play they never trained on")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = load_run(args.run)
     if args.world_model:
         wm = WorldModel.load(args.world_model, game=cfg.game)
+    if args.dataset:
+        dataset = Dataset(args.dataset)
+        if not len(dataset):
+            parser.error(f"{args.dataset} holds no episodes")
+    where = str(args.dataset or args.run / "dataset" / "train")
     if args.ahead:
         result = ahead_at_rewards(wm, rem, dataset, seed=args.seed)
         frames = result.pop("frames", None)
         if args.strip and frames is not None:
             save_ahead_strip(frames, args.strip)
-        print(json.dumps({"run": str(args.run), "epoch": epoch, "world_model_updates": wm.num_updates, **result}))
+        print(json.dumps({"run": str(args.run), "epoch": epoch, "dataset": where, "world_model_updates": wm.num_updates, **result}))
         return
     if args.at_rewards:
         result = one_step_at_rewards(wm, rem, dataset)
+        # how often the reward/end model pays on these real transitions, against how often they paid: with the
+        # "real" p(reward) at the rewarding steps, whether it knows this play or only the run's own
+        result["teacher_forced_reward_rate"], result["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, 8, args.seed)
         frames = result.pop("frames", None)
         if args.strip and frames is not None:
             save_strip(frames, args.strip)
-        print(json.dumps({"run": str(args.run), "epoch": epoch, **result}, indent=1))
+        print(json.dumps({"run": str(args.run), "epoch": epoch, "dataset": where, **result}, indent=1))
         return
-    out = {"run": str(args.run), "epoch": epoch, "real_steps": dataset.num_steps, "real_reward_rate": real_reward_rate(dataset)}
+    out = {"run": str(args.run), "epoch": epoch, "dataset": where, "real_steps": dataset.num_steps, "real_reward_rate": real_reward_rate(dataset)}
     out["teacher_forced_reward_rate"], out["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, 8, args.seed)
     n = cfg.world_model.num_actions
     policies = {"random": FixedPreference(n, None), "agent": ac}

@@ -217,8 +217,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def machine() -> dict:
+    from .memory import is_kept
+
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": is_kept()}  # fmt: skip
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):

@@ -79,7 +79,7 @@ for r in rows:
 # this cell is stopped or the kernel dies, running it again continues from its last checkpoint (`Run.resume`): one is
 # written after every epoch, and every 10 minutes inside a long one.
 # In the course profile a whole run takes about two hours on a 2-core CPU with bf16 instructions (AVX-512 bf16 or
-# AMX), the first epoch alone about half an hour (every model's first, longer training), and four times as long on
+# AMX), the first epoch alone about half an hour (every model's first, longer training), and three times as long on
 # one with AVX2 only (`docs/benchmarks.md`; `python -m diamond_lite.evaluate RUN --time` projects yours after two
 # epochs). The committed outputs below come from such a run. You can also start it in a terminal (`make train`) and
 # run this notebook when it is done: the cell then only loads it.
