@@ -1,5 +1,5 @@
 """Play ``--steps`` random-policy steps of a game into a dataset folder: held-out episodes for the checks of
-``diagnose_imagination.py --dataset`` (docs/agent.md, "Session 12").
+``diagnose_imagination.py --dataset`` (docs/agent.md, "Sessions 12–13").
 
     python dev/random_steps.py KungFuMaster runs/held_out_test --steps 6000 --split test --seed 10001
 

@@ -290,7 +290,7 @@ def world_model_config(profile: str, num_actions: int) -> WorldModelConfig:
 
     unet = Profile(profile).pick(
         # three resolutions, not two: the middle blocks' attention (DIAMOND's U-Net always has it) then runs over
-        # 16x16 = 256 positions instead of 1,024, which made a smoke run's imagination 40% slower on CI's CPUs
+        # 16x16 = 256 positions instead of 1,024: a 3-step prediction 0.105 s instead of 0.178 s (docs/benchmarks.md)
         smoke=UNetConfig(cond_channels=32, depths=[1, 1, 1], channels=[16, 16, 16], attn_depths=[False, False, False]),
         course=UNetConfig(cond_channels=128, depths=[2, 2, 2, 2], channels=[32, 32, 32, 32]),
         paper=UNetConfig(),
