@@ -30,8 +30,13 @@ lab: setup
 
 # Unit tests, then every notebook under nbval in the smoke profile. Lax mode: a cell fails only by
 # raising, since outputs (timings, tqdm on stderr) legitimately differ from the committed ones.
+# TEST_WORKERS processes (pytest-xdist) share the tests, one torch thread each: two threads per process on two
+# cores would stall each other (docs/benchmarks.md). --dist loadscope hands out whole test modules and whole
+# notebooks (nbval's cells must run in order in one kernel).
+TEST_WORKERS ?= 2
 test: setup
-	DIAMOND_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
+	DIAMOND_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider \
+		-n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # The player widget in a real browser: headless Chromium drives JupyterLab on localhost, clicks an action and sees the
 # frame change. Needs Debian's chromium and chromium-driver (README); CI runs it after `make test`.

@@ -114,8 +114,12 @@ def with_hidden_tests(student, reference) -> nbformat.NotebookNode:
     return nb
 
 
-def grade_notebook(path: Path, *, reference_dir: Path = NOTEBOOKS, timeout: int = 600) -> dict:
-    """Execute ``path`` in the smoke profile and score its test cells (module docstring)."""
+def grade_notebook(path: Path, *, reference_dir: Path = NOTEBOOKS, workdir: Path | None = None, timeout: int = 600) -> dict:
+    """Execute ``path`` in the smoke profile and score its test cells (module docstring).
+
+    The notebook runs in ``workdir`` (default ``reference_dir``), so what it writes lands in ``workdir/../runs`` as
+    when a student runs it; the tests give each grading its own folder, since two notebooks that share ``runs/``
+    must not run at once."""
     from nbclient import NotebookClient
 
     reference_path = reference_dir / Path(path).name
@@ -127,7 +131,7 @@ def grade_notebook(path: Path, *, reference_dir: Path = NOTEBOOKS, timeout: int 
     os.environ["DIAMOND_PROFILE"] = "smoke"
     try:
         client = NotebookClient(nb, timeout=timeout, allow_errors=True,
-                                resources={"metadata": {"path": str(reference_dir)}})  # fmt: skip
+                                resources={"metadata": {"path": str(workdir or reference_dir)}})  # fmt: skip
         client.execute()
     finally:
         if old is None:
@@ -159,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     gra = sub.add_parser("grade", help="execute and score student notebooks")
     gra.add_argument("notebooks", nargs="+", type=Path)
     gra.add_argument("--json", type=Path, default=None, help="write the report here, for a gradebook")
+    gra.add_argument("--workdir", type=Path, default=None,
+                     help="run the notebooks in this folder (their data goes to its ../runs); default notebooks/")
     args = parser.parse_args(argv)
     try:
         if args.command == "release":
             for path in release(args.notebooks or graded_notebooks(), args.out):
                 print(f"wrote {path}")
             return 0
-        reports = [grade_notebook(p) for p in args.notebooks]
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        reports = [grade_notebook(p, workdir=args.workdir) for p in args.notebooks]
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,13 @@ from diamond_lite import assignments
 NB = assignments.NOTEBOOKS / "06_actor_critic_in_imagination.ipynb"
 
 
+def grade(path, tmp_path):
+    """Grade in a folder of the test's own, so its ../runs is not the one nbval's run of the same notebook uses."""
+    workdir = tmp_path / "work" / "notebooks"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return assignments.grade_notebook(path, workdir=workdir)
+
+
 def solution_cell(nb, grade_id):
     return next(c for c in nb.cells if assignments.is_solution(c) and assignments.nbgrader_meta(c)["grade_id"] == grade_id)
 
@@ -41,14 +48,14 @@ def test_release_stubs_solutions_and_removes_hidden_tests(tmp_path):
 
 def test_released_notebook_fails_exactly_its_exercise_tests(tmp_path):
     [path] = assignments.release([NB], tmp_path)
-    report = assignments.grade_notebook(path)
+    report = grade(path, tmp_path)
     assert report["score"] == 0 and report["max_score"] == 4 and len(report["exercises"]) == 2
     assert all("NotImplementedError" in r["error"] for r in report["exercises"])
     assert report["other_errors"] == []  # everything else in the notebook still runs
 
 
 def test_solutions_get_full_points_and_a_sign_flip_loses_only_its_exercise(tmp_path):
-    report = assignments.grade_notebook(NB)
+    report = grade(NB, tmp_path)
     assert report["score"] == report["max_score"] == 4 and report["other_errors"] == []
     nb = nbformat.read(NB, as_version=4)
     cell = solution_cell(nb, "lambda_returns")
@@ -56,7 +63,7 @@ def test_solutions_get_full_points_and_a_sign_flip_loses_only_its_exercise(tmp_p
     cell.source = cell.source.replace("returns[t] = np.sign(rew[t]) + gamma", "returns[t] = np.sign(rew[t]) - gamma")
     wrong = tmp_path / NB.name
     nbformat.write(nb, wrong)
-    report = assignments.grade_notebook(wrong)
+    report = grade(wrong, tmp_path)
     points = {r["grade_id"]: r["points"] for r in report["exercises"]}
     assert points == {"lambda_returns_tests": 0, "actor_critic_loss_tests": 2}
 
@@ -69,7 +76,7 @@ def test_a_weakened_test_cell_is_replaced_by_the_courses(tmp_path, capsys):
             cell.source = "pass"  # a student deletes the asserts
     nbformat.write(nb, path)
     out = tmp_path / "grades.json"
-    assert assignments.main(["grade", str(path), "--json", str(out)]) == 0
+    assert assignments.main(["grade", str(path), "--json", str(out), "--workdir", str(tmp_path / "work" / "notebooks")]) == 0
     assert json.loads(out.read_text())[0]["score"] == 0
     assert "0/4" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no course notebook"):
@@ -88,9 +95,9 @@ EXERCISES = {  # notebook: its exercises' test cells and their points
 def test_each_graded_notebook_released_scores_zero_and_solved_scores_full(tmp_path, name):
     expected = EXERCISES[name]
     [released] = assignments.release([assignments.NOTEBOOKS / name], tmp_path)
-    report = assignments.grade_notebook(released)
+    report = grade(released, tmp_path)
     assert {r["grade_id"]: r["points"] for r in report["exercises"]} == dict.fromkeys(expected, 0)
     assert all("NotImplementedError" in r["error"] for r in report["exercises"]), report["exercises"]
     assert report["other_errors"] == [] and report["max_score"] == sum(expected.values())
-    solved = assignments.grade_notebook(assignments.NOTEBOOKS / name)
+    solved = grade(assignments.NOTEBOOKS / name, tmp_path)
     assert {r["grade_id"]: r["points"] for r in solved["exercises"]} == expected and solved["other_errors"] == []
