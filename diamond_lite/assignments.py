@@ -128,6 +128,8 @@ def grade_notebook(path: Path, *, reference_dir: Path = NOTEBOOKS, workdir: Path
     student = nbformat.read(path, as_version=4)
     nb = with_hidden_tests(student, nbformat.read(reference_path, as_version=4))
     old = os.environ.get("DIAMOND_PROFILE")
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     os.environ["DIAMOND_PROFILE"] = "smoke"
     try:
         client = NotebookClient(nb, timeout=timeout, allow_errors=True,
@@ -171,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             for path in release(args.notebooks or graded_notebooks(), args.out):
                 print(f"wrote {path}")
             return 0
-        if args.workdir is not None:
-            args.workdir.mkdir(parents=True, exist_ok=True)
         reports = [grade_notebook(p, workdir=args.workdir) for p in args.notebooks]
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

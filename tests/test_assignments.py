@@ -13,9 +13,7 @@ NB = assignments.NOTEBOOKS / "06_actor_critic_in_imagination.ipynb"
 
 def grade(path, tmp_path):
     """Grade in a folder of the test's own, so its ../runs is not the one nbval's run of the same notebook uses."""
-    workdir = tmp_path / "work" / "notebooks"
-    workdir.mkdir(parents=True, exist_ok=True)
-    return assignments.grade_notebook(path, workdir=workdir)
+    return assignments.grade_notebook(path, workdir=tmp_path / "work" / "notebooks")
 
 
 def solution_cell(nb, grade_id):
