@@ -341,6 +341,10 @@ class Run:
             self.save_checkpoint()
             done_here += 1
             bar.update(1)
+            if self.epoch == 1:
+                # The first epoch trains every model for its much longer first-epoch budget; left in, its time would
+                # inflate tqdm's rate estimate, and the ETA, for the next dozen epochs.
+                _restart_rate(bar)
             latest = f"{np.mean(self.test_returns):.1f}" if self.test_returns else "-"
             bar.set_postfix(steps=self.dataset.num_steps, **{k: f"{v:.3g}" for k, v in losses.items()}, test_return=latest)
         bar.close()
@@ -624,6 +628,15 @@ class _RandomPolicy:
 
     def __call__(self, obs) -> int:
         return int(self.space.sample())
+
+
+def _restart_rate(bar) -> None:
+    """Forget the time a progress bar has measured so far, keeping its count: its rate and ETA then come from the
+    iterations that follow only."""
+    n = bar.n
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = bar.last_print_n = n
+    bar.refresh()
 
 
 def _minority_rewards(dataset: Dataset) -> int:

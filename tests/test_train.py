@@ -316,3 +316,24 @@ def test_tensorboard_gets_every_number_when_it_is_installed(tmp_path, monkeypatc
     assert {"train_world_model/loss", "train_rew_end_model/loss", "train_actor_critic/entropy", "epoch/seconds",
             "first_collection/mean_return"} <= tags  # fmt: skip
     assert all(step in (0, 1) for _, _, step in scalars)
+
+
+def test_the_epoch_bar_forgets_the_long_first_epoch():
+    import io
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=90, file=io.StringIO(), mininterval=0)
+    bar.start_t -= 3000.0  # as if epoch 1, with its first-epoch budgets, had taken 50 minutes
+    bar.update(1)
+    assert bar.format_dict["elapsed"] > 2999
+    train._restart_rate(bar)
+    assert bar.n == 1 and bar.total == 90
+    assert bar.format_dict["elapsed"] < 60
+    bar.start_t -= 120.0  # epoch 2 takes two minutes
+    bar.last_print_t -= 120.0
+    bar.update(1)
+    d = bar.format_dict
+    remaining = (d["total"] - d["n"]) / d["rate"]
+    assert 88 * 110 < remaining < 88 * 130  # 88 more epochs of two minutes, not of the first epoch's 50
+    bar.close()
