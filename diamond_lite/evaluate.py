@@ -224,6 +224,17 @@ def plot_curves(log: list[dict], path: str | Path | None = None, title: str | No
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    # The end of a finished run: its final evaluation and, for scale, the random policy's in the same conditions.
+    ax = axes[4]
+    final = next((e for e in log if e["event"] == "final_evaluation"), None)
+    if final is not None:
+        ax.errorbar([final["epoch"]], [final["mean"]], [final["std"]], fmt="s", color="C0", ms=5, capsize=3,
+                    label=f"final, {len(final['returns'])} episodes")
+    baseline = next((e for e in log if e["event"] == "random_baseline"), None)
+    if baseline is not None:
+        ax.axhline(baseline["mean"], color="C3", ls="--", lw=1, label=f"random policy, {len(baseline['returns'])} episodes")
+    if final is not None or baseline is not None:
+        ax.legend(fontsize=7)
     steps, returns = [], []
     for e in log:
         if e["event"] in ("first_collection", "collect"):
@@ -238,6 +249,7 @@ def plot_curves(log: list[dict], path: str | Path | None = None, title: str | No
     ax.axvline(next((e["env_steps"] for e in log if e["event"] == "collect"), 0), color="gray", ls=":", lw=1)
     ax.set_title("training episodes (random, then the agent)", fontsize=10)
     ax.set_xlabel("real steps")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # a 20,000-step first collection leaves long labels
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     if title:

@@ -91,6 +91,12 @@ def test_readme_starts_with_make_lab_then_make_test_and_ci_runs_make_test():
     assert "make test" in ci_commands
 
 
+def test_make_train_and_the_readme_default_to_the_course_run_game():
+    game = diamond_lite.COURSE_RUN_GAME
+    assert re.search(rf"^RUN_GAME := \$\(or \$\(GAME\),{game}\)$", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert f"on {game}, into runs/{game}-course" in (ROOT / "README.md").read_text()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -204,6 +204,8 @@ def test_learning_curves_show_what_the_log_holds(tmp_path):
         {"event": "train_world_model", "epoch": 1, "loss": 0.5}, {"event": "train_world_model", "epoch": 2, "loss": 0.3},
         {"event": "train_actor_critic", "epoch": 2, "return": 0.1, "entropy": 1.7},
         {"event": "evaluate", "epoch": 2, "mean": 4.0},
+        {"event": "final_evaluation", "epoch": 2, "returns": [4.0, 6.0], "mean": 5.0, "std": 1.0},
+        {"event": "random_baseline", "epoch": 2, "returns": [1.0, 2.0], "mean": 1.5, "std": 0.5},
     ]  # fmt: skip
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"event": "coll')  # cut by a crash
     (tmp_path / "results.json").write_text(json.dumps({"game": "Breakout", "profile": "smoke", "seed": 0, "returns": [4.0], "mean": 4.0, "std": 0.0}))
@@ -212,6 +214,8 @@ def test_learning_curves_show_what_the_log_holds(tmp_path):
     axes = evaluate.plot_curves(log).axes
     assert list(axes[0].lines[0].get_ydata()) == [0.5, 0.3] and list(axes[4].lines[0].get_xdata()) == [2]
     assert list(axes[5].lines[0].get_xdata()) == [200, 200, 300] and list(axes[5].lines[0].get_ydata()) == [1.0, 2.0, 3.0]
+    drawn = [list(line.get_ydata()) for line in axes[4].lines]
+    assert [5.0] in drawn and [1.5, 1.5] in drawn  # the final evaluation and the random policy's mean
     assert len(axes[1].lines[0].get_xdata()) == 0  # no reward/end events: an empty panel, not an error
     assert evaluate.main([str(tmp_path), "--curves", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 0

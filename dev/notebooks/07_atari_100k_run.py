@@ -10,11 +10,14 @@
 # imagined and real episodes of the agent, evaluates it against a random policy, and places the result beside the
 # published scores.
 #
-# **The game.** Notebooks 00–06 used Breakout because its frames explain themselves. A two-hour CPU run makes about
-# 900 actor-critic updates where the paper makes 400,000, so the course run needs a game where that little learning
-# shows: **Qbert**. Measured with a random policy (`dev/choose_game.py`, `docs/agent.md`), its rewards come twice as
-# often as Breakout's (1.8% of steps), it has 6 actions, its test episodes last ~300 steps, and merely *preferring*
-# one action already scores 3.6× a random policy. Any other game runs the same way: `make train GAME=Pong`.
+# **The game.** Notebooks 00–06 used Breakout because its frames explain themselves. A CPU run makes about 900
+# actor-critic updates where the paper makes 400,000, so the course run needs a game where that little learning can
+# show, and whose rewarding events a small world model can draw: **KungFuMaster**. Measured (`dev/choose_game.py`,
+# `docs/agent.md`): a random policy earns a reward on 0.57% of its steps; the course's actor-critic, trained on the
+# real game alone with the course's budget, scores 9.4× a random policy (Qbert, the first choice: 1.5×); and its
+# fighters stand about 10 of the frame's 64 rows tall, so after its first 1,500 updates the course world model already
+# draws a hit well enough for the reward/end model to see it (Seaquest's torpedo hits it did not draw). Any other game
+# runs the same way: `make train GAME=Pong`.
 
 # %%
 import json
@@ -35,7 +38,7 @@ print(f"profile: {P}   game: {GAME}")
 # %% [markdown]
 # ## 1. The loop
 # One epoch, in DIAMOND's order. The first epoch is special: a random policy first fills the data (the paper: 5,000
-# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 2,000 up to 4,000; the table in
+# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 20,000, so that the reward/end model sees some 70 hits and learns what a hit looks like; the table in
 # section 2 has each profile's), and every model trains longer.
 
 # %%
@@ -79,9 +82,9 @@ for r in rows:
 # this cell is stopped or the kernel dies, running it again continues from its last checkpoint (`Run.resume`): one is
 # written after every epoch, and every 10 minutes inside a long one.
 # In the course profile a whole run takes about two hours on a 2-core CPU with bf16 instructions (AVX-512 bf16 or
-# AMX), the first epoch alone about half an hour (every model's first, longer training), and three times as long on
-# one with AVX2 only (`docs/benchmarks.md`; `python -m diamond_lite.evaluate RUN --time` projects yours after two
-# epochs). The committed outputs below come from such a run. You can also start it in a terminal (`make train`) and
+# AMX), the first epoch alone about half an hour (every model's first, longer training), and about four hours on one
+# with AVX2 only (measured: 51 min for the first epoch, about 2 min for each later one; `docs/agent.md`, session 16;
+# `python -m diamond_lite.evaluate RUN --time` projects yours after two epochs). The committed outputs below come from such a run. You can also start it in a terminal (`make train`) and
 # run this notebook when it is done: the cell then only loads it.
 
 # %%
@@ -131,17 +134,21 @@ ax.hist(rand, bins, alpha=0.6, label="random policy"); ax.hist(agent, bins, alph
 ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 
 # %% [markdown]
-# **What the committed run shows, honestly.** The course run behind these outputs (`docs/agent.md`) did *not* beat
-# the random policy: 220 ± 134 against 195 ± 157 over 20 episodes each, an interval that straddles zero. Its curves
-# say why: the policy's entropy dipped early (epoch 12, when it scored best) and went back to nearly uniform, and
-# imagination handed out rewards at a third of the real game's rate. About 900 actor-critic updates, where the paper
-# makes 400,000, are not enough here; finding a course budget that learns is open work. Run it yourself and compare.
+# **What the committed run shows, honestly.** The course run behind these outputs (KungFuMaster, seed 0,
+# `docs/agent.md`, session 16) did *not* beat the random policy by a clear margin: 490 ± 333 against 360 ± 328 over 20
+# episodes each, +130 with a bootstrap interval of about [−75, +340]. Its curves say why: the policy's entropy never
+# went below 2.605 (uniform over 14 actions: 2.639), so the agent plays almost at random, and imagination paid rewards
+# at a tenth to two thirds of the real game's rate. At the end its world model draws a hit one step ahead well enough
+# for the reward/end model to give it about 0.1 (0.998 for the real frame, on the run's own data; 0.03–0.09 on new
+# episodes): the dream is the weak part. About 900 actor-critic updates on a world model trained 4,170 times, where
+# the paper makes 400,000 of each, are not enough here; finding a CPU budget that learns is open work. Run it
+# yourself and compare.
 #
-# Later measurements (`docs/agent.md`, sessions 7–11) trace it to the world model. Handed a course-size world model
-# trained 20,000 times (a whole course run trains it 4,170 times), the same actor-critic, trained only in its
-# imagination, moved off the uniform policy for the first time; but on a fixed set of random-play data it then learned
-# what pays in the dream rather than in the game (KungFuMaster: 565 ± 338 against a random 360 ± 328 after 900 updates,
-# 315 ± 235 after 1,500). Visual details, and real data that follows the agent, matter.
+# Earlier measurements (`docs/agent.md`, sessions 7–15) trace it to the world model. Handed a course-size world model
+# trained 20,000 times, the same actor-critic, trained only in its imagination, moved off the uniform policy; but on a
+# fixed set of random-play data it then learned what pays in the dream rather than in the game (565 ± 338 against a
+# random 360 ± 328 after 900 updates, 315 ± 235 after 1,500). Visual details, and real data that follows the agent,
+# matter.
 
 # %% [markdown]
 # ## 6. Imagined and real episodes of the trained agent
@@ -184,8 +191,8 @@ evaluate.plot(summary); plt.show()
 # The `paper` profile holds DIAMOND's hyperparameters unchanged (`data/diamond_hyperparameters.json`, tested):
 #
 # ```bash
-# make train GAME=Qbert PROFILE=paper ARGS="--device cuda"
-# # or: python -m diamond_lite.train --game Qbert --profile paper --out runs/qbert-paper --device cuda
+# make train GAME=KungFuMaster PROFILE=paper ARGS="--device cuda"
+# # or: python -m diamond_lite.train --game KungFuMaster --profile paper --out runs/kfm-paper --device cuda
 # ```
 #
 # DIAMOND reports about 2.9 days per game on one RTX 4090; what this implementation costs per step on a GPU is

@@ -29,7 +29,7 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## 1. The engine and a player
 # If notebook 07's run has finished (or has checkpoints), its three models are loaded: the world model, the
-# reward/end model and the agent it trained, on its game (Qbert). Otherwise the models pretrained by `make pretrain`
+# reward/end model and the agent it trained, on its game (KungFuMaster). Otherwise the models pretrained by `make pretrain`
 # for Breakout (`data/checkpoints/`) and an untrained, uniformly random agent. Imagined games start from four real
 # frames of a replay dataset.
 
@@ -123,8 +123,8 @@ animate([[episode.obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pa
 # events the model has rarely seen get drawn wrongly, and a character can *jump again in mid-air* in a model of a
 # game where that is impossible. Probe your model the same way: hold an action the data rarely shows for many steps,
 # and compare with the real game doing the same. In Breakout: FIRE held (a random policy presses it a quarter of the
-# time, never for long). In Qbert: RIGHT held, which makes Qbert jump off the pyramid in the real game; does the
-# model let him fall, or keep him hopping in mid-air?
+# time, never for long). In KungFuMaster: UP held (jump), which a random policy never holds for long; does the model bring the
+# fighter down each time as the game does, or let him hang or jump again in mid-air?
 
 # %%
 def hold(environment, action, steps):
@@ -137,7 +137,7 @@ def hold(environment, action, steps):
     return shots
 
 steps = P.pick(smoke=6, course=30, paper=30)
-probe = "RIGHT" if GAME == "Qbert" else "FIRE"
+probe = {"KungFuMaster": "UP", "Qbert": "RIGHT"}.get(GAME, "FIRE")
 model_frames, game_frames = hold("world model", A(probe), steps), hold("real test", A(probe), steps)
 show_frames(model_frames[::5] + game_frames[::5], [f"model t={t}" for t in range(0, steps + 1, 5)] + [f"game t={t}" for t in range(0, steps + 1, 5)],
             columns=len(model_frames[::5]), scale=1.5, suptitle=f"{probe} held: world model (top) and real game (bottom)")
