@@ -85,13 +85,14 @@ widget = player_widget(player)
 widget
 
 # %% [markdown]
-# The same player can be driven from code. Twenty steps of FIRE, then RIGHT, by a "human", in the world model:
+# The same player can be driven from code. Twenty steps by a "human" in the world model: FIRE once (in games that
+# have it; it serves the ball in Breakout), then RIGHT:
 
 # %%
 A = player.action_names.index
 frames = [player.frame]
 for i in range(P.pick(smoke=4, course=20, paper=20)):
-    player.press(A("FIRE") if i == 0 else A("RIGHT"))
+    player.press(A("FIRE") if i == 0 and "FIRE" in player.action_names else A("RIGHT"))
     frames.append(player.frame)
 widget.refresh()
 show_frames(frames[::4], [f"t={t}" for t in range(0, len(frames), 4)], scale=1.6, suptitle="playing in the world model")
@@ -108,14 +109,16 @@ for f in real.directory.glob("*.npz"):
     f.unlink()
 real = data.Dataset(root / "side_by_side")
 length = P.pick(smoke=12, course=60, paper=60)
+skip = {"KungFuMaster": P.pick(smoke=0, course=70, paper=70)}.get(GAME, 0)  # start where the fighters are on stage
 rng = np.random.default_rng(1)
-data.Collector(atari.make_env(GAME, split="test", seed=5), real, policy=lambda obs: int(rng.integers(1, num_actions)), seed=5).collect(num_steps=length, progress=False)
+data.Collector(atari.make_env(GAME, split="test", seed=5), real, policy=lambda obs: int(rng.integers(1, num_actions)), seed=5).collect(num_steps=skip + length, progress=False)
 episode = real[real.ids[0]]
+obs, act = episode.obs[skip:], episode.act[skip:]
 with torch.no_grad():
-    context = torch.from_numpy(episode.obs[:4]).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None]
-    dream = wm.rollout(context, torch.from_numpy(episode.act[: len(episode) - 1])[None], num_steps=3)[0]
-pairs = min(len(dream), len(episode) - 4)
-animate([[episode.obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pairs)]], fps=8, titles=["real game", "world model, same actions"])
+    context = torch.from_numpy(obs[:4]).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None]
+    dream = wm.rollout(context, torch.from_numpy(act[: len(act) - 1])[None], num_steps=3)[0]
+pairs = min(len(dream), len(obs) - 4)
+animate([[obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pairs)]], fps=8, titles=["real game", "world model, same actions"])
 
 # %% [markdown]
 # ## 4. Exploring the limits
@@ -124,12 +127,16 @@ animate([[episode.obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pa
 # game where that is impossible. Probe your model the same way: hold an action the data rarely shows for many steps,
 # and compare with the real game doing the same. In Breakout: FIRE held (a random policy presses it a quarter of the
 # time, never for long). In KungFuMaster: UP held (jump), which a random policy never holds for long; does the model bring the
-# fighter down each time as the game does, or let him hang or jump again in mid-air?
+# fighter down each time as the game does, or let him hang or jump again in mid-air? (The model starts from a random
+# replay segment, which can fall in the game's empty opening stage, as in the committed output: run the cell again
+# for another.)
 
 # %%
-def hold(environment, action, steps):
+def hold(environment, action, steps, warmup=0):
     player.set_environment(environment)
     player.set_controller("human")
+    for _ in range(warmup):  # NOOPs first, where a game opens on an empty stage
+        player.press(A("NOOP"))
     shots = [player.frame]
     for _ in range(steps):
         player.press(action)
@@ -138,7 +145,10 @@ def hold(environment, action, steps):
 
 steps = P.pick(smoke=6, course=30, paper=30)
 probe = {"KungFuMaster": "UP", "Qbert": "RIGHT"}.get(GAME, "FIRE")
-model_frames, game_frames = hold("world model", A(probe), steps), hold("real test", A(probe), steps)
+# The world model starts from four frames of a random replay segment; the real game from its first frame, which in
+# KungFuMaster is an empty stage for about 70 steps (dreaming those NOOPs first would blur the model's start instead)
+warmup = {"KungFuMaster": P.pick(smoke=2, course=75, paper=75)}.get(GAME, 0)
+model_frames, game_frames = hold("world model", A(probe), steps), hold("real test", A(probe), steps, warmup)
 show_frames(model_frames[::5] + game_frames[::5], [f"model t={t}" for t in range(0, steps + 1, 5)] + [f"game t={t}" for t in range(0, steps + 1, 5)],
             columns=len(model_frames[::5]), scale=1.5, suptitle=f"{probe} held: world model (top) and real game (bottom)")
 
