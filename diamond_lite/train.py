@@ -148,7 +148,8 @@ class RunConfig:
 def run_config(game: str, profile: str) -> RunConfig:
     """The run of each profile. ``paper`` is DIAMOND's, unchanged (``data/diamond_hyperparameters.json`` is the
     table a test compares it with). ``course`` shrinks the models and budgets to run on a 2-core CPU in about two
-    hours with bf16 instructions (about four with AVX2 only, measured: docs/agent.md, session 16); ``smoke`` runs end to end in seconds for CI. The algorithm is the same in all three."""
+    hours with bf16 instructions (about four with AVX2 only, measured: docs/agent.md, session 16); ``smoke`` runs end
+    to end in seconds for CI. The algorithm is the same in all three."""
     game = check_game(game)
     p = Profile(profile)
     num_actions = int(make_env(game).action_space.n)
