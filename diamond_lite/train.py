@@ -165,8 +165,8 @@ def run_config(game: str, profile: str) -> RunConfig:
     collection = p.pick(
         smoke=CollectionConfig(num_steps_total=300, steps_per_epoch=50, first_epoch_min=200, first_epoch_max=250,
                                test_episodes=1, final_test_episodes=1, test_max_steps=200),
-        # course: 20,000 random first steps, so the reward/end model sees enough hits to recognise new ones (docs/agent.md,
-        # sessions 12-13); they cost under a minute. 80 epochs of 100 steps follow, 28,000 real steps in all.
+        # course: 20,000 random first steps, so the reward/end model sees enough hits to recognise new ones
+        # (docs/agent.md, sessions 12-13); they cost under a minute. 80 epochs of 100 steps follow, 28,000 in all.
         course=CollectionConfig(num_steps_total=28_000, steps_per_epoch=100, first_epoch_min=20_000, first_epoch_max=20_000,
                                 test_episodes=4, final_test_episodes=20, test_max_steps=5_000),
         paper=CollectionConfig(),
