@@ -77,6 +77,9 @@ SPLITS = ("train", "test")
 FRAME_SKIP = 4
 NOOP_MAX = 30
 MAX_FRAMES_PER_EPISODE = 108_000
+# Agent steps at the start of a game in which nothing can happen yet (KungFuMaster's empty stage before the fighters
+# walk on): where a notebook compares frames, it starts after them.
+OPENING_STEPS: dict[str, int] = {"KungFuMaster": 70}
 
 
 def check_game(game: str) -> str:

@@ -190,3 +190,16 @@ def test_unknown_game_names_the_valid_ones_and_the_closest():
     assert all(game in message for game in GAMES)
     assert check_game("Qbert") == "Qbert"
     assert len(GAMES) == 26
+
+
+def test_kungfumasters_opening_lasts_its_opening_steps():
+    from diamond_lite.atari import OPENING_STEPS
+
+    env = make_env("KungFuMaster", split="test", seed=3)
+    first, _ = env.reset()
+    rng = np.random.default_rng(0)
+    changed = []
+    for _ in range(OPENING_STEPS["KungFuMaster"] + 20):
+        obs, *_ = env.step(int(rng.integers(env.action_space.n)))
+        changed.append(np.abs(obs.astype(int) - first.astype(int))[20:56].sum() > 2000)  # the stage, below the score
+    assert not any(changed[: OPENING_STEPS["KungFuMaster"] - 5]) and any(changed)

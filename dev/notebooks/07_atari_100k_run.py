@@ -38,8 +38,8 @@ print(f"profile: {P}   game: {GAME}")
 # %% [markdown]
 # ## 1. The loop
 # One epoch, in DIAMOND's order. The first epoch is special: a random policy first fills the data (the paper: 5,000
-# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 20,000, so that the reward/end model sees some 70 hits and learns what a hit looks like; the table in
-# section 2 has each profile's), and every model trains longer.
+# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 20,000, so that the reward/end model sees some
+# 70 hits and learns what a hit looks like; the table in section 2 has each profile's), and every model trains longer.
 
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -84,8 +84,9 @@ for r in rows:
 # In the course profile a whole run takes about two hours on a 2-core CPU with bf16 instructions (AVX-512 bf16 or
 # AMX), the first epoch alone about half an hour (every model's first, longer training), and about four hours on one
 # with AVX2 only (measured: 51 min for the first epoch, about 2 min for each later one; `docs/agent.md`, session 16;
-# `python -m diamond_lite.evaluate RUN --time` projects yours after two epochs). The committed outputs below come from such a run. You can also start it in a terminal (`make train`) and
-# run this notebook when it is done: the cell then only loads it.
+# `python -m diamond_lite.evaluate RUN --time` projects yours after two epochs). The committed outputs below come from
+# such a run. You can also start it in a terminal (`make train`) and run this notebook when it is done: the cell then
+# only loads it.
 
 # %%
 import tempfile
@@ -161,8 +162,8 @@ from diamond_lite import actor_critic, atari, data
 # real play of the agent (train split: an episode ends at a life loss), until an episode long enough to compare
 real = data.Dataset(Path(tempfile.mkdtemp(prefix="showcase-")))
 collector = data.Collector(atari.make_env(GAME, split="train", seed=7), real, actor_critic.Policy(run.actor_critic, epsilon=0.0, seed=0), seed=7)
-# KungFuMaster's fighters walk on only after about 70 steps of an empty stage, so compare later
-start, horizon, n = {"KungFuMaster": 80}.get(GAME, 8), 15, run.cfg.world_model.num_steps_conditioning
+# after the game's opening (KungFuMaster: an empty stage for 70 steps), where there is something to compare
+start, horizon, n = atari.OPENING_STEPS.get(GAME, 0) + 8, 15, run.cfg.world_model.num_steps_conditioning
 for _ in range(20):
     collector.collect(num_episodes=1, progress=False)
     episode = real[real.ids[-1]]

@@ -29,8 +29,8 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## 1. The engine and a player
 # If notebook 07's run has finished (or has checkpoints), its three models are loaded: the world model, the
-# reward/end model and the agent it trained, on its game (KungFuMaster). Otherwise the models pretrained by `make pretrain`
-# for Breakout (`data/checkpoints/`) and an untrained, uniformly random agent. Imagined games start from four real
+# reward/end model and the agent it trained, on its game (KungFuMaster). Otherwise the models pretrained by `make
+# pretrain` for Breakout (`data/checkpoints/`) and an untrained, uniformly random agent. Imagined games start from four real
 # frames of a replay dataset.
 
 # %%
@@ -109,7 +109,7 @@ for f in real.directory.glob("*.npz"):
     f.unlink()
 real = data.Dataset(root / "side_by_side")
 length = P.pick(smoke=12, course=60, paper=60)
-skip = {"KungFuMaster": P.pick(smoke=0, course=70, paper=70)}.get(GAME, 0)  # start where the fighters are on stage
+skip = atari.OPENING_STEPS.get(GAME, 0)  # start after the game's opening, where the fighters are on stage
 rng = np.random.default_rng(1)
 data.Collector(atari.make_env(GAME, split="test", seed=5), real, policy=lambda obs: int(rng.integers(1, num_actions)), seed=5).collect(num_steps=skip + length, progress=False)
 episode = real[real.ids[0]]
@@ -126,10 +126,10 @@ animate([[obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pairs)]], 
 # events the model has rarely seen get drawn wrongly, and a character can *jump again in mid-air* in a model of a
 # game where that is impossible. Probe your model the same way: hold an action the data rarely shows for many steps,
 # and compare with the real game doing the same. In Breakout: FIRE held (a random policy presses it a quarter of the
-# time, never for long). In KungFuMaster: UP held (jump), which a random policy never holds for long; does the model bring the
-# fighter down each time as the game does, or let him hang or jump again in mid-air? (The model starts from a random
-# replay segment, which can fall in the game's empty opening stage, as in the committed output: run the cell again
-# for another.)
+# time, never for long). In KungFuMaster: UP held (jump), which a random policy never holds for long; does the model
+# bring the fighter down each time as the game does, or let him hang or jump again in mid-air? (The model starts from
+# a random replay segment, which can fall in the game's empty opening stage, as in the committed output: run the cell
+# again for another.)
 
 # %%
 def hold(environment, action, steps, warmup=0):
@@ -145,10 +145,9 @@ def hold(environment, action, steps, warmup=0):
 
 steps = P.pick(smoke=6, course=30, paper=30)
 probe = {"KungFuMaster": "UP", "Qbert": "RIGHT"}.get(GAME, "FIRE")
-# The world model starts from four frames of a random replay segment; the real game from its first frame, which in
-# KungFuMaster is an empty stage for about 70 steps (dreaming those NOOPs first would blur the model's start instead)
-warmup = {"KungFuMaster": P.pick(smoke=2, course=75, paper=75)}.get(GAME, 0)
-model_frames, game_frames = hold("world model", A(probe), steps), hold("real test", A(probe), steps, warmup)
+# The world model starts from four frames of a random replay segment; the real game from its first frame, so only the
+# game waits out its opening (dreaming those NOOPs first would blur the model's start instead)
+model_frames, game_frames = hold("world model", A(probe), steps), hold("real test", A(probe), steps, atari.OPENING_STEPS.get(GAME, 0))
 show_frames(model_frames[::5] + game_frames[::5], [f"model t={t}" for t in range(0, steps + 1, 5)] + [f"game t={t}" for t in range(0, steps + 1, 5)],
             columns=len(model_frames[::5]), scale=1.5, suptitle=f"{probe} held: world model (top) and real game (bottom)")
 
