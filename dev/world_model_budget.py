@@ -12,7 +12,7 @@ appended to that file, so a stopped study keeps what it measured; ``--strip`` sa
 ``--fresh-channels C`` instead trains a new world model from scratch on the same data (the run's configuration with
 the U-Net's channels set to C at every level, a fresh optimiser and warm-up): with the run's reward/end model as the
 judge, it compares world-model sizes on the same data and the same number of updates. ``--lr`` sets a fresh model's
-learning rate (the run's otherwise).
+learning rate (the run's otherwise); with ``--from``, it lowers (or raises) a saved model's rate from there on.
 
 ``--held-out STEPS`` also plays that many random-policy steps of the game's test split once (kept in
 ``RUN/held_out/``) and reports, at every measurement, the denoising loss on a fixed set of held-out segments and on a
@@ -93,12 +93,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.lr is not None and args.fresh_channels is None:
-        parser.error("--lr applies to a fresh world model (--fresh-channels)")
+    if args.lr is not None and args.fresh_channels is None and args.start is None:
+        parser.error("--lr applies to a fresh world model (--fresh-channels) or one --from a saved file")
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
     if args.start:
         wm = WorldModel.load(args.start, game=cfg.game)  # with its optimiser and learning-rate schedule
+        if args.lr is not None:
+            # a step down in the learning rate, AdamW's moments kept: does a lower rate sharpen what it learned?
+            for group in wm.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = args.lr
+            wm.scheduler.base_lrs = [args.lr] * len(wm.optimizer.param_groups)
+            wm.cfg = dataclasses.replace(wm.cfg, lr=args.lr)
     elif args.fresh_channels:
         unet = dataclasses.replace(cfg.world_model.unet, channels=[args.fresh_channels] * len(cfg.world_model.unet.channels))
         lr = cfg.world_model.lr if args.lr is None else args.lr
