@@ -46,7 +46,7 @@ def _cpu_has_bf16() -> bool:
 
 class Component(nn.Module):
     """Base of the trained models (module docstring). ``cfg`` needs ``lr``, ``weight_decay``, ``eps``,
-    ``lr_warmup_steps``, ``max_grad_norm``, ``to_dict()`` and a ``from_dict`` classmethod."""
+    ``lr_warmup_steps``, ``lr_step_after``, ``lr_step_factor``, ``max_grad_norm``, ``to_dict()`` and a ``from_dict`` classmethod."""
 
     checkpoint_format: ClassVar[str]
     config_class: ClassVar[type]
@@ -73,7 +73,8 @@ class Component(nn.Module):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self, self.cfg.lr, self.cfg.weight_decay, self.cfg.eps)
-        self.scheduler = warmup_schedule(self.optimizer, self.cfg.lr_warmup_steps)
+        self.scheduler = warmup_schedule(self.optimizer, self.cfg.lr_warmup_steps,
+                                         step_after=self.cfg.lr_step_after, step_factor=self.cfg.lr_step_factor)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

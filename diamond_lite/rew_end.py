@@ -53,6 +53,8 @@ class RewEndConfig(PlainConfig):
     weight_decay: float = 1e-2
     eps: float = 1e-8
     lr_warmup_steps: int = 100
+    lr_step_after: int = 0  # updates at lr, then lr * lr_step_factor; 0 = never (DIAMOND)
+    lr_step_factor: float = 1.0
     max_grad_norm: float = 100.0
 
     def __post_init__(self) -> None:

@@ -1,5 +1,6 @@
 """The optimiser set-up: decay groups, warm-up, and the fused AdamW kernel doing the same arithmetic."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -44,3 +45,22 @@ def test_warmup_starts_at_zero_and_reaches_the_base_rate():
         opt.step()
         sched.step()
     assert rates == [0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3]
+
+
+def test_the_rate_steps_down_once_after_its_updates():
+    opt = make_optimizer(_net(), 1e-3, 0.0, 1e-8)
+    sched = warmup_schedule(opt, 2, step_after=4, step_factor=0.1)
+    rates = []
+    for _ in range(7):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([0.0, 5e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4])
+
+
+def test_a_bad_step_is_refused():
+    opt = make_optimizer(_net(), 1e-3, 0.0, 1e-8)
+    with pytest.raises(ValueError, match="step_factor"):
+        warmup_schedule(opt, 2, step_after=4, step_factor=0.0)
+    with pytest.raises(ValueError, match="step_after"):
+        warmup_schedule(opt, 2, step_after=-1)

@@ -86,6 +86,23 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
     assert lrs[3] == pytest.approx(1e-3 * 4 / 10) and lrs[20] == pytest.approx(1e-3)
 
 
+def test_the_rate_steps_down_after_its_updates_and_a_reload_keeps_the_step(tmp_path):
+    cfg = WorldModelConfig(num_actions=4, unet=TINY, lr=1e-3, lr_warmup_steps=1, lr_step_after=3, lr_step_factor=0.1)
+    model = WorldModel(cfg, autocast=False, channels_last=False)
+    data = batch(2)
+    rates = []
+    for _ in range(5):
+        rates.append(model.optimizer.param_groups[0]["lr"])
+        model.train_step(data)
+    assert rates == pytest.approx([0.0, 1e-3, 1e-3, 1e-4, 1e-4])
+    model.save(tmp_path / "wm.pt", with_optimizer=True)
+    again = WorldModel.load(tmp_path / "wm.pt", autocast=False, channels_last=False)
+    assert again.cfg.lr_step_after == 3
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    again.train_step(data)
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
 def test_masked_targets_do_not_count():
     model = tiny()
     randomize_output_layer(model)
