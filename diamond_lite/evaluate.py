@@ -53,6 +53,23 @@ def run_result(run_dir: str | Path, episodes: int = 10, progress: bool = True) -
             "hns": scores.human_normalized_score(cfg.game, float(np.mean(returns))), "unfinished": True}  # fmt: skip
 
 
+def versus_random(result: dict) -> dict | None:
+    """The run's test returns against the random policy's in the same conditions (its final evaluation plays both):
+    the difference of the means with a 95% bootstrap interval (``scores.difference_ci``); ``None`` when the run has
+    no random baseline (an unfinished run)."""
+    if not result.get("random_returns"):
+        return None
+    return scores.difference_ci(result["returns"], result["random_returns"])
+
+
+def format_versus_random(result: dict, d: dict) -> str:
+    verdict = "a clear margin" if d["low"] > 0 else ("clearly worse" if d["high"] < 0 else "no clear difference")
+    return (f"{result['game']} seed {result.get('seed', 0)}: agent {np.mean(result['returns']):.1f} against random "
+            f"{np.mean(result['random_returns']):.1f} over {len(result['returns'])} and {len(result['random_returns'])} "
+            f"episodes, difference {d['difference']:+.1f}, 95% bootstrap interval [{d['low']:+.1f}, {d['high']:+.1f}] "
+            f"({100 * d['share_at_or_below_zero']:.0f}% of draws <= 0): {verdict}")
+
+
 def summarize(results: list[dict], n_boot: int = 2000) -> dict:
     """Per game (runs pooled) and across games: HNS aggregates with bootstrap CIs where runs are balanced."""
     by_game: dict[str, list[dict]] = {}
@@ -281,8 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = summarize(results)
     print(table(summary))
+    versus = [versus_random(r) for r in results]
+    for r, d in zip(results, versus):
+        if d is not None:
+            print(format_versus_random(r, d))
     if args.json:
-        args.json.write_text(json.dumps({"runs": results, **summary}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"runs": results, "versus_random": versus, **summary}, indent=1) + "\n")
     if args.plot or args.curves:
         import matplotlib
 

@@ -187,6 +187,23 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def difference_ci(a, b, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """``mean(a) - mean(b)`` with a percentile bootstrap interval, resampling each group with replacement: how an
+    agent's test returns ``a`` compare with a random policy's ``b`` played in the same conditions (notebook 07).
+
+    Returns ``difference``, ``low``, ``high`` and ``share_at_or_below_zero`` (the fraction of resampled differences
+    <= 0). The margin is clear when ``low`` > 0: the interval leaves zero out."""
+    a, b = _as_1d(a), _as_1d(b)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    diffs = np.array([rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(n_boot)])
+    alpha = 1.0 - confidence
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return {"difference": float(a.mean() - b.mean()), "low": float(low), "high": float(high),
+            "share_at_or_below_zero": float(np.mean(diffs <= 0))}
+
+
 # --------------------------------------------------------------------------------------------------------
 # Published per-seed results
 # --------------------------------------------------------------------------------------------------------

@@ -233,3 +233,15 @@ def test_bootstrap_accepts_custom_statistic_and_rejects_bad_input():
         scores.bootstrap_ci(m[0], "mean")
     with pytest.raises(ValueError):
         scores.bootstrap_ci(m, "mode")
+
+
+def test_difference_interval_leaves_zero_out_only_when_the_groups_differ():
+    rng = np.random.default_rng(0)
+    better, base = rng.normal(600, 300, 20), rng.normal(300, 300, 20)
+    clear = scores.difference_ci(better, base)
+    assert clear["difference"] == pytest.approx(better.mean() - base.mean())
+    assert 0 < clear["low"] < clear["difference"] < clear["high"] and clear["share_at_or_below_zero"] < 0.025
+    same = scores.difference_ci(base, rng.permutation(base))
+    assert same["low"] < 0 < same["high"] and 0.3 < same["share_at_or_below_zero"] < 0.7
+    with pytest.raises(ValueError, match="confidence"):
+        scores.difference_ci(better, base, confidence=1.5)

@@ -190,6 +190,26 @@ def test_evaluate_scores_runs_against_the_published_table(tmp_path, capsys):
     assert low <= g["hns"] <= high and low < high  # two runs that differ: a real interval
     assert "| Breakout | 2 | 4.0 ± 1.0 |" in text and "DIAMOND 1.459" in text and (tmp_path / "s.png").stat().st_size > 0
     assert evaluate.main([str(tmp_path / "missing")]) == 2
+    assert "random" not in text.split("Published")[1]  # no random baseline in these results: no verdict line
+
+
+def test_evaluate_says_whether_the_agent_beats_its_random_baseline(tmp_path, capsys):
+    from diamond_lite import evaluate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    agent, rand = [900.0, 1000.0, 1100.0, 950.0], [100.0, 200.0, 150.0, 50.0]
+    (run / "results.json").write_text(json.dumps({"game": "KungFuMaster", "profile": "course", "seed": 0, "returns": agent,
+                                                  "mean": 987.5, "std": 74.0, "random_returns": rand}))  # fmt: skip
+    assert evaluate.main([str(run), "--json", str(tmp_path / "s.json")]) == 0
+    text = capsys.readouterr().out
+    assert "difference +862.5" in text and "a clear margin" in text
+    d = json.loads((tmp_path / "s.json").read_text())["versus_random"][0]
+    assert d["low"] > 0 and d["share_at_or_below_zero"] == 0.0
+    (run / "results.json").write_text(json.dumps({"game": "KungFuMaster", "profile": "course", "seed": 0, "returns": rand,
+                                                  "mean": 125.0, "std": 56.0, "random_returns": agent}))  # fmt: skip
+    assert evaluate.main([str(run)]) == 0
+    assert "clearly worse" in capsys.readouterr().out
 
 
 def test_learning_curves_show_what_the_log_holds(tmp_path):
