@@ -2,6 +2,7 @@
 
     python -m diamond_lite.evaluate runs/breakout-0 runs/breakout-1 [--plot scores.png] [--json scores.json]
     python -m diamond_lite.evaluate runs/Seaquest-course --curves curves.png     # and its learning curves
+    python -m diamond_lite.evaluate runs/KungFuMaster-course --fresh 100          # 100 new episodes, and random's
 
 For each run: the mean and standard deviation of its final test returns (``results.json``: 100 episodes in the
 paper profile, actions sampled from the policy with ε = 0, as DIAMOND evaluates) and its human-normalised score
@@ -31,11 +32,21 @@ def run_result(run_dir: str | Path, episodes: int = 10, progress: bool = True) -
     results = run_dir / "results.json"
     if results.exists():
         return json.loads(results.read_text())
+    return fresh_result(run_dir, episodes, with_random=False, progress=progress, seed_offset=20_000)
+
+
+def fresh_result(run_dir: str | Path, episodes: int, *, with_random: bool = True, progress: bool = True,
+                 seed_offset: int = 30_000) -> dict:
+    """``episodes`` new test episodes of the run's newest checkpoint (ε = the run's test ε, the run's step cap), and
+    with ``with_random`` as many of a uniformly random policy in the same conditions: a larger evaluation than the
+    run's final one, on other seeds (``cfg.seed + seed_offset`` and up; the final evaluation used 10,000 + epoch and
+    20,000), to narrow the interval of the difference without reusing its episodes."""
     from .actor_critic import ActorCritic, Policy, evaluate_policy
     from .atari import make_env
     from .component import read_checkpoint
-    from .train import STATE_FORMAT, RunConfig
+    from .train import STATE_FORMAT, RunConfig, _RandomPolicy
 
+    run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ValueError(f"{run_dir} is not a run folder (no config.json)")
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
@@ -45,12 +56,21 @@ def run_result(run_dir: str | Path, episodes: int = 10, progress: bool = True) -
     state = read_checkpoint(checkpoints[-1], STATE_FORMAT, "training run")
     agent = ActorCritic(cfg.actor_critic, game=cfg.game)
     agent.load_state_dict(state["models"]["actor_critic"])
-    env = make_env(cfg.game, split="test", seed=cfg.seed + 20_000)
-    returns = evaluate_policy(Policy(agent, epsilon=cfg.collection.test_epsilon, seed=cfg.seed), env, episodes,
-                              max_steps=cfg.collection.test_max_steps or None, progress=progress)  # fmt: skip
-    return {"game": cfg.game, "profile": cfg.profile, "seed": cfg.seed, "epochs": state["epoch"], "env_steps": state["env_steps"],
-            "returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
-            "hns": scores.human_normalized_score(cfg.game, float(np.mean(returns))), "unfinished": True}  # fmt: skip
+    max_steps = cfg.collection.test_max_steps or None
+    env = make_env(cfg.game, split="test", seed=cfg.seed + seed_offset)
+    returns = evaluate_policy(Policy(agent, epsilon=cfg.collection.test_epsilon, seed=cfg.seed + seed_offset), env, episodes,
+                              max_steps=max_steps, progress=progress, desc="agent")  # fmt: skip
+    out = {"game": cfg.game, "profile": cfg.profile, "seed": cfg.seed, "epochs": state["epoch"], "env_steps": state["env_steps"],
+           "returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
+           "hns": scores.human_normalized_score(cfg.game, float(np.mean(returns)))}  # fmt: skip
+    if not (run_dir / "results.json").exists():
+        out["unfinished"] = True
+    if with_random:
+        env = make_env(cfg.game, split="test", seed=cfg.seed + seed_offset + 1)
+        baseline = evaluate_policy(_RandomPolicy(env, cfg.seed + seed_offset + 1), env, episodes, max_steps=max_steps,
+                                   progress=progress, desc="random policy")  # fmt: skip
+        out.update(random_returns=baseline, random_mean=float(np.mean(baseline)), random_std=float(np.std(baseline)))
+    return out
 
 
 def versus_random(result: dict) -> dict | None:
@@ -281,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders written by python -m diamond_lite.train")
     parser.add_argument("--episodes", type=int, default=10, help="test episodes for a run that has not finished")
+    parser.add_argument("--fresh", type=int, default=None, metavar="N",
+                        help="score each run over N new test episodes of its newest checkpoint and N of a random policy "
+                             "in the same conditions (other seeds than its final evaluation), instead of its results.json")
     parser.add_argument("--json", type=Path, default=None, help="write the summary here")
     parser.add_argument("--plot", type=Path, default=None, help="save the per-game plot here (PNG)")
     parser.add_argument("--curves", type=Path, default=None, metavar="PNG",
@@ -292,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.time is not None:
         return _print_projection(args.runs[0], args.time)
     try:
-        results = [run_result(r, args.episodes) for r in args.runs]
+        if args.fresh is not None and args.fresh < 1:
+            raise ValueError(f"--fresh takes a number of episodes >= 1, not {args.fresh}")
+        results = [fresh_result(r, args.fresh) if args.fresh else run_result(r, args.episodes) for r in args.runs]
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -292,7 +292,20 @@ def test_evaluate_scores_an_unfinished_run_from_its_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--max-epochs", "0"]) == 0
     result = evaluate.run_result(out, episodes=1, progress=False)
-    assert result["unfinished"] and len(result["returns"]) == 1
+    assert result["unfinished"] and len(result["returns"]) == 1 and "random_returns" not in result
+
+
+def test_a_fresh_evaluation_plays_new_episodes_of_the_agent_and_of_random(tmp_path, capsys):
+    from diamond_lite import evaluate
+
+    out = tmp_path / "run"
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--max-epochs", "0"]) == 0
+    assert evaluate.main([str(out), "--fresh", "2", "--json", str(tmp_path / "s.json")]) == 0
+    result = json.loads((tmp_path / "s.json").read_text())["runs"][0]
+    assert len(result["returns"]) == len(result["random_returns"]) == 2
+    assert "Breakout seed 0: agent" in capsys.readouterr().out
+    assert evaluate.main([str(out), "--fresh", "0"]) == 2
+    assert "--fresh takes a number of episodes >= 1, not 0" in capsys.readouterr().err
 
 
 def test_an_unwritable_run_folder_is_a_clear_error(tmp_path, capsys):
