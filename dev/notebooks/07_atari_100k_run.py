@@ -122,13 +122,12 @@ evaluate.plot_curves(log, title=f"{GAME}, {P} profile"); plt.show()
 
 # %%
 agent, rand = np.array(results["returns"]), np.array(results["random_returns"])
-rng = np.random.default_rng(0)
-diffs = [rng.choice(agent, len(agent)).mean() - rng.choice(rand, len(rand)).mean() for _ in range(10_000)]
-lo, hi = np.percentile(diffs, [2.5, 97.5])
+# the bootstrap: resample each group's episodes with replacement 10,000 times, take the difference of the means
+d = scores.difference_ci(agent, rand)
 print(f"agent : {agent.mean():8.1f} ± {agent.std():.1f}  over {len(agent)} test episodes")
 print(f"random: {rand.mean():8.1f} ± {rand.std():.1f}  over {len(rand)} test episodes")
-print(f"difference {agent.mean() - rand.mean():+.1f}, 95% bootstrap interval [{lo:+.1f}, {hi:+.1f}]:",
-      "the agent is better" if lo > 0 else ("the agent is worse" if hi < 0 else "no clear difference"))
+print(f"difference {d['difference']:+.1f}, 95% bootstrap interval [{d['low']:+.1f}, {d['high']:+.1f}]:",
+      "the agent is better" if d["low"] > 0 else ("the agent is worse" if d["high"] < 0 else "no clear difference"))
 fig, ax = plt.subplots(figsize=(7, 2.6))
 bins = np.linspace(min(agent.min(), rand.min()), max(agent.max(), rand.max()) + 1, 20)
 ax.hist(rand, bins, alpha=0.6, label="random policy"); ax.hist(agent, bins, alpha=0.6, label="trained agent")
