@@ -8,6 +8,10 @@ is mostly *which actions pay*. So, per game, this measures with a uniformly rand
   random one otherwise (the head-room a state-blind preference already gives).
 
     python dev/choose_game.py Qbert Asterix Boxing --density-steps 5000 --episodes 10
+    python dev/choose_game.py KungFuMaster --per-action --biased-episodes 6
+
+``--per-action`` prints every preference's mean return and reward events per step, to set beside what a world model's
+imagination pays each preference (``dev/diagnose_imagination.py``): whether the dream ranks the actions as the game does.
 """
 
 from __future__ import annotations
@@ -31,15 +35,17 @@ def reward_density(game: str, num_steps: int, seed: int = 0) -> tuple[float, flo
     return positive / num_steps, negative / num_steps
 
 
-def play(env, rng, preferred: int | None, p: float, max_steps: int) -> tuple[float, int]:
+def play(env, rng, preferred: int | None, p: float, max_steps: int, events: list | None = None) -> tuple[float, int]:
     env.reset(seed=int(rng.integers(2**30)))
-    total = 0.0
+    total, count = 0.0, 0
     for t in range(max_steps):
         use = preferred is not None and rng.random() < p
         _, reward, end, trunc, _ = env.step(preferred if use else int(rng.integers(env.action_space.n)))
-        total += reward
+        total, count = total + reward, count + (reward != 0)
         if end or trunc:
             break
+    if events is not None:
+        events.append(count)
     return total, t + 1
 
 
@@ -50,14 +56,26 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10, help="random-policy test episodes")
     parser.add_argument("--biased-episodes", type=int, default=3, help="test episodes per preferred action")
     parser.add_argument("--max-steps", type=int, default=5000)
+    parser.add_argument("--per-action", action="store_true", help="print each preference's return and reward events per step")
     args = parser.parse_args()
     for game in args.games:
         pos, neg = reward_density(game, args.density_steps)
         env, rng = make_env(game, split="test", seed=0), np.random.default_rng(1)
-        random = [play(env, rng, None, 0.0, args.max_steps) for _ in range(args.episodes)]
+        random_events = []
+        random = [play(env, rng, None, 0.0, args.max_steps, random_events) for _ in range(args.episodes)]
         biased = []
+        if args.per_action:
+            steps = sum(n for _, n in random)
+            print(f"  random            return {np.mean([r for r, _ in random]):8.1f}  reward events per step "
+                  f"{sum(random_events) / steps:.4f} ({sum(random_events)} in {steps} steps)", flush=True)
         for a in range(env.action_space.n):
-            biased.append((np.mean([play(env, rng, a, 0.6, args.max_steps)[0] for _ in range(args.biased_episodes)]), env.action_names[a]))
+            events = []
+            played = [play(env, rng, a, 0.6, args.max_steps, events) for _ in range(args.biased_episodes)]
+            biased.append((np.mean([r for r, _ in played]), env.action_names[a]))
+            if args.per_action:
+                steps = sum(n for _, n in played)
+                print(f"  prefer {a:2} {env.action_names[a]:14} return {biased[-1][0]:8.1f}  reward events per step "
+                      f"{sum(events) / steps:.4f} ({sum(events)} in {steps} steps)", flush=True)
         best = max(biased)
         returns = [r for r, _ in random]
         print(f"{game:14} actions {env.action_space.n:2}  reward+ {pos:6.2%}  reward- {neg:6.2%}  random {np.mean(returns):8.1f} ± "
