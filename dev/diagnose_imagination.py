@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from diamond_lite.actor_critic import ActorCritic, EnvLoop
+from diamond_lite.atari import make_env
 from diamond_lite.component import read_checkpoint
 from diamond_lite.data import Dataset, SegmentSampler
 from diamond_lite.imagination import ImaginationEnv
@@ -38,9 +39,10 @@ from diamond_lite.train import STATE_FORMAT, RunConfig
 from diamond_lite.world_model import WorldModel
 
 
-def load_run(run_dir: Path):
+def load_run(run_dir: Path, checkpoint: Path | None = None):
+    """A run's configuration, its models from ``checkpoint`` (default: the newest), its training data and the epoch."""
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    path = sorted(run_dir.glob("checkpoints/epoch_*.pt"))[-1]
+    path = checkpoint or sorted(run_dir.glob("checkpoints/epoch_*.pt"))[-1]
     state = read_checkpoint(path, STATE_FORMAT, "training run")
     wm = WorldModel(cfg.world_model, game=cfg.game)
     rem = RewEndModel(cfg.rew_end_model, game=cfg.game)
@@ -250,6 +252,9 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=None,
                         help="measure on these episodes instead of the run's own (world_model_budget.py --held-out keeps some "
                              "in RUN/held_out): whether the models carry over to play they never trained on")
+    parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION",
+                        help="imagined rates for these preferences only (action names such as DOWNLEFTFIRE), with the "
+                             "random policy and the agent; default: every action")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, ac, dataset, epoch = load_run(args.run)
@@ -281,7 +286,12 @@ def main() -> None:
     out["teacher_forced_reward_rate"], out["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, 8, args.seed)
     n = cfg.world_model.num_actions
     policies = {"random": FixedPreference(n, None), "agent": ac}
-    policies.update({f"prefer_{a}": FixedPreference(n, a) for a in range(n)})
+    names = make_env(cfg.game).action_names
+    for a in args.prefer or []:
+        if a not in names:
+            parser.error(f"--prefer {a}: {cfg.game} has the actions {', '.join(names)}")
+    chosen = range(n) if args.prefer is None else [names.index(a) for a in args.prefer]
+    policies.update({f"prefer_{names[a]}": FixedPreference(n, a) for a in chosen})
     for name, policy in policies.items():
         out[f"imagined_rate_{name}"] = imagined_rate(wm, rem, dataset, policy, args.envs, args.updates, args.seed, cfg.horizon)
         print(name, out[f"imagined_rate_{name}"], flush=True)
