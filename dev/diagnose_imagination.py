@@ -49,6 +49,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None):
     ac = ActorCritic(cfg.actor_critic, game=cfg.game)
     for model, name in ((wm, "world_model"), (rem, "rew_end_model"), (ac, "actor_critic")):
         model.load_state_dict(state["models"][name])
+        model.num_updates = state["num_updates"][name]
         model.eval()
     return cfg, wm, rem, ac, Dataset(run_dir / "dataset" / "train"), state["epoch"]
 

@@ -108,8 +108,10 @@ def judge_on_real(rem, starts: list[dict], played: list[np.ndarray], seqs: np.nd
 
 
 @torch.no_grad()
-def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch: int = 64) -> np.ndarray:
-    out = []
+def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch: int = 64, keep: bool = False):
+    """The dream's expected reward events of each start's window; with ``keep``, also its frames ``(B, T, C, H, W)``
+    and each step's probability of a non-zero reward ``(B, T)``."""
+    out, frames, p_rews = [], [], []
     for lo in range(0, len(starts), batch):
         part = starts[lo : lo + batch]
         obs = torch.stack([to_torch(s["frames"]) for s in part])
@@ -118,7 +120,7 @@ def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch
         _, _, state = rem(obs[:, :-1], ctx_act, obs[:, 1:])  # burn-in on the context, as ImaginationEnv does
         act = torch.cat([ctx_act, seq[:, :1]], dim=1)
         generator = torch.Generator().manual_seed(seed + lo)  # the same noise for every policy
-        alive, expected = torch.ones(len(part)), torch.zeros(len(part))
+        alive, expected, dreamed, paid = torch.ones(len(part)), torch.zeros(len(part)), [], []
         for t in range(seq.shape[1]):
             act[:, -1] = seq[:, t]
             nxt = wm.predict_next(obs, act, generator=generator)
@@ -129,8 +131,51 @@ def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch
             alive = alive * (1 - p_end)
             obs = torch.cat([obs[:, 1:], nxt[:, None]], dim=1)
             act = torch.cat([act[:, 1:], act[:, :1]], dim=1)
+            if keep:
+                dreamed.append(nxt)
+                paid.append(p_rew)
         out.append(expected.numpy())
+        if keep:
+            frames.append(torch.stack(dreamed, 1))
+            p_rews.append(torch.stack(paid, 1))
+    if keep:
+        return np.concatenate(out), torch.cat(frames), torch.cat(p_rews)
     return np.concatenate(out)
+
+
+def save_strip(path: Path, policy: str, played: list[np.ndarray], frames, p_rews, rows: int = 6) -> None:
+    """The ``rows`` windows whose dream the reward/end model pays most: at the paid step, the real frames before and
+    after it (same start, same actions) beside the dreamed ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = p_rews.max(1).values.argsort(descending=True)[:rows].tolist()
+    fig, axes = plt.subplots(rows, 4, figsize=(6.4, 1.7 * rows), squeeze=False)
+    for r, i in enumerate(best):
+        t = int(p_rews[i].argmax())
+        prev_dream = frames[i, t - 1] if t > 0 else None
+        real = played[i]
+        cells = [
+            (real[t] if t < len(real) else None, f"real t={t}"),
+            (real[t + 1] if t + 1 < len(real) else None, f"real t={t + 1}"),
+            (prev_dream, f"dream t={t}"),
+            (frames[i, t], f"dream t={t + 1}, p={float(p_rews[i, t]):.2f}"),
+        ]
+        for c, (img, title) in enumerate(cells):
+            ax = axes[r, c]
+            ax.axis("off")
+            ax.set_title(title, fontsize=7)
+            if img is None:
+                continue
+            if isinstance(img, torch.Tensor):
+                img = img.permute(1, 2, 0).add(1).mul(127.5).clamp(0, 255).byte().numpy()
+            ax.imshow(img, interpolation="nearest")
+    fig.suptitle(f"where the dream pays most under {policy}: real game (left) and dream (right), same start and actions",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def bootstrap(x: np.ndarray, rng: np.random.Generator) -> list[float]:
@@ -155,6 +200,8 @@ def main() -> None:
     parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION", help="action names; default: every action")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jsonl", type=Path, default=None, help="append the result as one JSON line")
+    parser.add_argument("--strip", type=Path, default=None, help="save the windows the dream pays most, real beside dream")
+    parser.add_argument("--strip-policy", default="random", help="whose windows --strip shows (random or prefer_ACTION)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, _, _, epoch = load_run(args.run, args.checkpoint)
@@ -174,7 +221,12 @@ def main() -> None:
     for name, action in policies.items():
         seqs = action_sequences(env.action_space.n, action, args.p, len(starts), args.horizon, args.seed)
         real, played = real_events(env, starts, seqs)
-        judged, dream = judge_on_real(rem, starts, played, seqs), dream_events(wm, rem, starts, seqs, args.seed)
+        judged = judge_on_real(rem, starts, played, seqs)
+        if args.strip and name == args.strip_policy:
+            dream, frames, p_rews = dream_events(wm, rem, starts, seqs, args.seed, keep=True)
+            save_strip(args.strip, name, played, frames, p_rews)
+        else:
+            dream = dream_events(wm, rem, starts, seqs, args.seed)
         with np.errstate(invalid="ignore", divide="ignore"):  # no real reward at all: no correlation (nan)
             corr, corr_judge = float(np.corrcoef(real, dream)[0, 1]), float(np.corrcoef(real, judged)[0, 1])
         r = out["policies"][name] = {
