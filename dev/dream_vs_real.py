@@ -108,7 +108,8 @@ def judge_on_real(rem, starts: list[dict], played: list[np.ndarray], seqs: np.nd
 
 
 @torch.no_grad()
-def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch: int = 64, keep: bool = False):
+def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch: int = 64, keep: bool = False,
+                 num_steps: int | None = None):
     """The dream's expected reward events of each start's window; with ``keep``, also its frames ``(B, T, C, H, W)``
     and each step's probability of a non-zero reward ``(B, T)``."""
     out, frames, p_rews = [], [], []
@@ -123,7 +124,7 @@ def dream_events(wm, rem, starts: list[dict], seqs: np.ndarray, seed: int, batch
         alive, expected, dreamed, paid = torch.ones(len(part)), torch.zeros(len(part)), [], []
         for t in range(seq.shape[1]):
             act[:, -1] = seq[:, t]
-            nxt = wm.predict_next(obs, act, generator=generator)
+            nxt = wm.predict_next(obs, act, num_steps=num_steps, generator=generator)
             logits_rew, logits_end, state = rem(obs[:, -1:], act[:, -1:], nxt[:, None], state)
             p_rew = 1 - logits_rew[:, 0].softmax(-1)[:, 1]
             p_end = logits_end[:, 0].softmax(-1)[:, 1]
@@ -199,6 +200,8 @@ def main() -> None:
     parser.add_argument("--p", type=float, default=0.6)
     parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION", help="action names; default: every action")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--denoising-steps", type=int, default=None,
+                        help="Euler steps per dreamed frame; default: the run's (DIAMOND: 3)")
     parser.add_argument("--jsonl", type=Path, default=None, help="append the result as one JSON line")
     parser.add_argument("--strip", type=Path, default=None, help="save the windows the dream pays most, real beside dream")
     parser.add_argument("--strip-policy", default="random", help="whose windows --strip shows (random or prefer_ACTION)")
@@ -217,16 +220,18 @@ def main() -> None:
     starts = collect_starts(env, args.starts, args.every, args.seed)
     boot = np.random.default_rng(args.seed + 1)
     out = {"run": str(args.run), "epoch": epoch, "world_model": str(args.world_model or ""), "world_model_updates": wm.num_updates,
+           "denoising_steps": args.denoising_steps or wm.cfg.sampler.num_steps,
            "starts": args.starts, "horizon": args.horizon, "p": args.p, "policies": {}}
     for name, action in policies.items():
         seqs = action_sequences(env.action_space.n, action, args.p, len(starts), args.horizon, args.seed)
         real, played = real_events(env, starts, seqs)
         judged = judge_on_real(rem, starts, played, seqs)
         if args.strip and name == args.strip_policy:
-            dream, frames, p_rews = dream_events(wm, rem, starts, seqs, args.seed, keep=True)
+            dream, frames, p_rews = dream_events(wm, rem, starts, seqs, args.seed, keep=True,
+                                                  num_steps=args.denoising_steps)
             save_strip(args.strip, name, played, frames, p_rews)
         else:
-            dream = dream_events(wm, rem, starts, seqs, args.seed)
+            dream = dream_events(wm, rem, starts, seqs, args.seed, num_steps=args.denoising_steps)
         with np.errstate(invalid="ignore", divide="ignore"):  # no real reward at all: no correlation (nan)
             corr, corr_judge = float(np.corrcoef(real, dream)[0, 1]), float(np.corrcoef(real, judged)[0, 1])
         r = out["policies"][name] = {
