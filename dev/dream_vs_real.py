@@ -41,6 +41,7 @@ from diagnose_imagination import load_run
 from real_short_horizon import restore, snapshot
 
 from diamond_lite.atari import make_env
+from diamond_lite.viz import to_image
 from diamond_lite.world_model import WorldModel
 
 
@@ -170,9 +171,7 @@ def save_strip(path: Path, policy: str, played: list[np.ndarray], frames, p_rews
             ax.set_title(title, fontsize=7)
             if img is None:
                 continue
-            if isinstance(img, torch.Tensor):
-                img = img.permute(1, 2, 0).add(1).mul(127.5).clamp(0, 255).byte().numpy()
-            ax.imshow(img, interpolation="nearest")
+            ax.imshow(to_image(img), interpolation="nearest")
     fig.suptitle(f"where the dream pays most under {policy}: real game (left) and dream (right), same start and actions",
                  fontsize=8)
     fig.tight_layout()
@@ -201,13 +200,14 @@ def main() -> None:
     parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION", help="action names; default: every action")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--denoising-steps", type=int, default=None,
-                        help="Euler steps per dreamed frame; default: the run's (DIAMOND: 3)")
+                        help="Euler steps per dreamed frame; default: the run's num_denoising_steps (DIAMOND: 3)")
     parser.add_argument("--jsonl", type=Path, default=None, help="append the result as one JSON line")
     parser.add_argument("--strip", type=Path, default=None, help="save the windows the dream pays most, real beside dream")
     parser.add_argument("--strip-policy", default="random", help="whose windows --strip shows (random or prefer_ACTION)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg, wm, rem, _, _, epoch = load_run(args.run, args.checkpoint)
+    steps = args.denoising_steps or cfg.num_denoising_steps  # what the run's imagination samples with
     if args.world_model:
         wm = WorldModel.load(args.world_model, game=cfg.game)
     env = make_env(cfg.game, split="train", seed=10_000 + args.seed)  # a seed no run collects with
@@ -216,22 +216,23 @@ def main() -> None:
         if a not in names:
             parser.error(f"--prefer {a}: {cfg.game} has the actions {', '.join(names)}")
     policies = {"random": None} | {f"prefer_{a}": names.index(a) for a in (args.prefer or names)}
+    if args.strip and args.strip_policy not in policies:
+        parser.error(f"--strip-policy {args.strip_policy}: this check plays {', '.join(policies)}")
     t0 = time.perf_counter()
     starts = collect_starts(env, args.starts, args.every, args.seed)
     boot = np.random.default_rng(args.seed + 1)
     out = {"run": str(args.run), "epoch": epoch, "world_model": str(args.world_model or ""), "world_model_updates": wm.num_updates,
-           "denoising_steps": args.denoising_steps or wm.cfg.sampler.num_steps,
+           "denoising_steps": steps,
            "starts": args.starts, "horizon": args.horizon, "p": args.p, "policies": {}}
     for name, action in policies.items():
         seqs = action_sequences(env.action_space.n, action, args.p, len(starts), args.horizon, args.seed)
         real, played = real_events(env, starts, seqs)
         judged = judge_on_real(rem, starts, played, seqs)
         if args.strip and name == args.strip_policy:
-            dream, frames, p_rews = dream_events(wm, rem, starts, seqs, args.seed, keep=True,
-                                                  num_steps=args.denoising_steps)
+            dream, frames, p_rews = dream_events(wm, rem, starts, seqs, args.seed, keep=True, num_steps=steps)
             save_strip(args.strip, name, played, frames, p_rews)
         else:
-            dream = dream_events(wm, rem, starts, seqs, args.seed, num_steps=args.denoising_steps)
+            dream = dream_events(wm, rem, starts, seqs, args.seed, num_steps=steps)
         with np.errstate(invalid="ignore", divide="ignore"):  # no real reward at all: no correlation (nan)
             corr, corr_judge = float(np.corrcoef(real, dream)[0, 1]), float(np.corrcoef(real, judged)[0, 1])
         r = out["policies"][name] = {
