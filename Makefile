@@ -8,10 +8,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 .PHONY: setup lab test test-browser notebooks pretrain train clean
 PROFILE ?= course
-# Notebooks 00-06 and their pretrained models use Breakout; the full run's default game is KungFuMaster, chosen by
-# measurement (docs/agent.md, "Choosing again, with both checks"; diamond_lite.COURSE_RUN_GAME, which a test compares).
+# Notebooks 00-06 and their pretrained models use Breakout; the full run's default game is Krull, chosen by
+# measurement (docs/agent.md, session 22; diamond_lite.COURSE_RUN_GAME, which a test compares).
 PRETRAIN_GAME := $(or $(GAME),Breakout)
-RUN_GAME := $(or $(GAME),KungFuMaster)
+RUN_GAME := $(or $(GAME),Krull)
 OUT ?= runs/$(RUN_GAME)-$(PROFILE)
 
 setup: $(STAMP)
@@ -56,7 +56,7 @@ pretrain: setup
 	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind ddpm_world_model --minutes 60 \
 		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(PRETRAIN_GAME)_world_model_course.json'))['updates'])")
 
-# A full DIAMOND run (python -m diamond_lite.train): `make train` (KungFuMaster, course) or `make train GAME=Pong PROFILE=paper`. Continues the run in OUT
+# A full DIAMOND run (python -m diamond_lite.train): `make train` (Krull, course) or `make train GAME=Pong PROFILE=paper`. Continues the run in OUT
 # if there is one (after a crash or a kill), else starts it. Extra options: ARGS="--set seed=1 --device cuda".
 train: setup
 	if [ -f $(OUT)/config.json ]; then $(PY) -m diamond_lite.train --resume $(OUT) $(ARGS); \

@@ -11,13 +11,14 @@
 # published scores.
 #
 # **The game.** Notebooks 00–06 used Breakout because its frames explain themselves. A CPU run makes about 900
-# actor-critic updates where the paper makes 400,000, so the course run needs a game where that little learning can
-# show, and whose rewarding events a small world model can draw: **KungFuMaster**. Measured (`dev/choose_game.py`,
-# `docs/agent.md`): a random policy earns a reward on 0.57% of its steps; the course's actor-critic, trained on the
-# real game alone with the course's budget, scores 9.4× a random policy (Qbert, the first choice: 1.5×); and its
-# fighters stand about 10 of the frame's 64 rows tall, so after its first 1,500 updates the course world model already
-# draws a hit well enough for the reward/end model to see it (Seaquest's torpedo hits it did not draw). Any other game
-# runs the same way: `make train GAME=Pong`.
+# actor-critic updates and about 4,000 world-model updates, where the paper makes 400,000 of each. So the course run
+# needs a game whose rewards come often enough that a small world model, trained briefly, has seen many of them:
+# **Krull**. Measured (`dev/choose_game.py`, `docs/agent.md`): a random policy earns a reward on 10.6% of its steps
+# (KungFuMaster 0.57%, Seaquest 0.67%, Frostbite 2.1%), and the course's actor-critic, trained on the real game alone
+# with the course's budget, scores 1.7× a random policy (the model-free check). Course runs on Qbert, Seaquest,
+# KungFuMaster and Frostbite did not beat a random policy: their world models did not draw the small, rare events
+# that pay (a torpedo meeting a shark, an ice floe turning blue, an enemy at contact), so their dreams paid for the
+# wrong things or for nothing. Any other game runs the same way: `make train GAME=Pong`.
 
 # %%
 import json
@@ -38,8 +39,9 @@ print(f"profile: {P}   game: {GAME}")
 # %% [markdown]
 # ## 1. The loop
 # One epoch, in DIAMOND's order. The first epoch is special: a random policy first fills the data (the paper: 5,000
-# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 20,000, so that the reward/end model sees some
-# 70 hits and learns what a hit looks like; the table in section 2 has each profile's), and every model trains longer.
+# steps, up to 10,000 until it holds 10 non-zero rewards; the course: 20,000, so that the reward/end model sees enough
+# rewards to learn what one looks like: in Krull about 2,300, in KungFuMaster about 70; the table in section 2 has each
+# profile's), and every model trains longer.
 
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -81,9 +83,10 @@ for r in rows:
 # `train.Run` is what `python -m diamond_lite.train` (and `make train`) runs. The run folder keeps everything; if
 # this cell is stopped or the kernel dies, running it again continues from its last checkpoint (`Run.resume`): one is
 # written after every epoch, and every 10 minutes inside a long one.
-# In the course profile a whole run takes about two hours on a 2-core CPU with bf16 instructions (AVX-512 bf16 or
-# AMX), the first epoch alone about half an hour (every model's first, longer training), and about four hours on one
-# with AVX2 only (measured: 51 min for the first epoch, about 2 min for each later one; `docs/agent.md`, session 16;
+# In the course profile a whole run takes about one and a half hours on a 2-core CPU with bf16 instructions (AVX-512
+# bf16 or AMX; 1 h 25 min measured on Krull, `docs/agent.md`, session 22), the first epoch alone about 20 minutes
+# (every model's first, longer training), and about four hours on one with AVX2 only (measured on KungFuMaster: 51
+# min for the first epoch, about 2 min for each later one; `docs/agent.md`, session 16;
 # `python -m diamond_lite.evaluate RUN --time` projects yours after two epochs). The committed outputs below come from
 # such a run. You can also start it in a terminal (`make train`) and run this notebook when it is done: the cell then
 # only loads it.
@@ -134,21 +137,20 @@ ax.hist(rand, bins, alpha=0.6, label="random policy"); ax.hist(agent, bins, alph
 ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 
 # %% [markdown]
-# **What the committed run shows, honestly.** The course run behind these outputs (KungFuMaster, seed 0,
-# `docs/agent.md`, session 16) did *not* beat the random policy by a clear margin: 490 ± 333 against 360 ± 328 over 20
-# episodes each, +130 with a bootstrap interval of about [−75, +340]. Its curves say why: the policy's entropy never
-# went below 2.605 (uniform over 14 actions: 2.639), so the agent plays almost at random, and imagination paid rewards
-# at a tenth to two thirds of the real game's rate. At the end its world model draws a hit one step ahead well enough
-# for the reward/end model to give it about 0.1 (0.998 for the real frame, on the run's own data; 0.03–0.09 on new
-# episodes): the dream is the weak part. About 900 actor-critic updates on a world model trained 4,170 times, where
-# the paper makes 400,000 of each, are not enough here; finding a CPU budget that learns is open work. Run it
-# yourself and compare.
+# **What the committed run shows, honestly.** The course run behind these outputs (Krull, seed 0, `docs/agent.md`,
+# session 22) beat the random policy by a clear margin: 2,768 ± 1,179 against 1,914 ± 530 over 20 episodes each, +854
+# with a bootstrap interval of about [+334, +1,462]; it took 1 h 25 min on a 2-core CPU with AMX. What it learned is
+# mostly *which actions pay*: it plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action
+# 60% of the time and a random one otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and
+# their FIRE versions score under 60). The paper's 400,000 updates (DIAMOND: 8,610 on Krull) buy a policy that also reads the frame.
+# Its test returns were highest at epoch 20 (3,483 over 4 episodes) and then drifted down to about 2,800.
 #
-# Earlier measurements (`docs/agent.md`, sessions 7–15) trace it to the world model. Handed a course-size world model
-# trained 20,000 times, the same actor-critic, trained only in its imagination, moved off the uniform policy; but on a
-# fixed set of random-play data it then learned what pays in the dream rather than in the game (565 ± 338 against a
-# random 360 ± 328 after 900 updates, 315 ± 235 after 1,500). Visual details, and real data that follows the agent,
-# matter.
+# Why Krull and not the games tried before (`docs/agent.md`, sessions 7–21): on Qbert, Seaquest, KungFuMaster and
+# Frostbite the same course run played at random. Their rewards are rare, small events (a torpedo meeting a shark,
+# an ice floe turning blue, an enemy at contact) that the course world model, after about 4,000 updates, did not
+# draw, so imagination paid for the wrong actions or for none. Krull pays on a tenth of its random steps, and here
+# imagination paid about 0.15 rewards per step, where a random policy earns 0.11 in the real game. Visual details matter, and a small
+# world model sees the details it was shown often.
 
 # %% [markdown]
 # ## 6. Imagined and real episodes of the trained agent
@@ -192,8 +194,8 @@ evaluate.plot(summary); plt.show()
 # The `paper` profile holds DIAMOND's hyperparameters unchanged (`data/diamond_hyperparameters.json`, tested):
 #
 # ```bash
-# make train GAME=KungFuMaster PROFILE=paper ARGS="--device cuda"
-# # or: python -m diamond_lite.train --game KungFuMaster --profile paper --out runs/kfm-paper --device cuda
+# make train GAME=Krull PROFILE=paper ARGS="--device cuda"
+# # or: python -m diamond_lite.train --game Krull --profile paper --out runs/krull-paper --device cuda
 # ```
 #
 # DIAMOND reports about 2.9 days per game on one RTX 4090; what this implementation costs per step on a GPU is

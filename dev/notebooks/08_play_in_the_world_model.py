@@ -29,7 +29,7 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## 1. The engine and a player
 # If notebook 07's run has finished (or has checkpoints), its three models are loaded: the world model, the
-# reward/end model and the agent it trained, on its game (KungFuMaster). Otherwise the models pretrained by `make
+# reward/end model and the agent it trained, on its game (Krull by default). Otherwise the models pretrained by `make
 # pretrain` for Breakout (`data/checkpoints/`) and an untrained, uniformly random agent. Imagined games start from four real
 # frames of a replay dataset.
 
@@ -127,9 +127,9 @@ animate([[obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pairs)]], 
 # game where that is impossible. Probe your model the same way: hold an action the data rarely shows for many steps,
 # and compare with the real game doing the same. In Breakout: FIRE held (a random policy presses it a quarter of the
 # time, never for long). In KungFuMaster: UP held (jump), which a random policy never holds for long; does the model
-# bring the fighter down each time as the game does, or let him hang or jump again in mid-air? (The model starts from
-# a random replay segment, which can fall in the game's empty opening stage, as in the committed output: run the cell
-# again for another.)
+# bring the fighter down each time as the game does, or let him hang or jump again in mid-air? In Krull, the course
+# run's game, and any game not named in the cell: FIRE held. (The model starts from a random replay segment, so each
+# run of the cell starts somewhere else: run it again for another.)
 
 # %%
 def hold(environment, action, steps, warmup=0):
