@@ -140,18 +140,18 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # **What the committed run shows, honestly.** The course run behind these outputs (Krull, seed 0, `docs/agent.md`,
 # session 22) beat the random policy by a clear margin: 2,768 ± 1,179 against 1,914 ± 530 over 20 episodes each, +854
 # with a bootstrap interval of about [+334, +1,462] (over 100 new episodes each: 2,412 ± 740 against 1,705 ± 542, +707
-# [+528, +885]); it took 1 h 25 min on a 2-core CPU with AMX. What it learned is
-# mostly *which actions pay*: it plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action
-# 60% of the time and a random one otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and
-# their FIRE versions score under 60). The paper's 400,000 updates (DIAMOND: 8,610 on Krull) buy a policy that also reads the frame.
+# [+528, +885]); it took 1 h 25 min on a 2-core CPU with AMX. What it learned is mostly *which actions pay*: it
+# plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action 60% of the time and a random one
+# otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and their FIRE versions score under 60).
+# DIAMOND's paper run, with 400,000 updates of each model, scores 8,610 on Krull, far above any such preference.
 # Its test returns were highest at epoch 20 (3,483 over 4 episodes) and then drifted down to about 2,800.
 #
 # Why Krull and not the games tried before (`docs/agent.md`, sessions 7–21): on Qbert, Seaquest, KungFuMaster and
-# Frostbite the same course run played at random. Their rewards are rare, small events (a torpedo meeting a shark,
+# Frostbite a course run played at random. Their rewards are rare, small events (a torpedo meeting a shark,
 # an ice floe turning blue, an enemy at contact) that the course world model, after about 4,000 updates, did not
 # draw, so imagination paid for the wrong actions or for none. Krull pays on a tenth of its random steps, and here
-# imagination paid about 0.15 rewards per step, where a random policy earns 0.11 in the real game. Visual details matter, and a small
-# world model sees the details it was shown often.
+# imagination paid about 0.15 rewards per step, where a random policy earns 0.11 in the real game. Visual details
+# matter, and a small world model draws the details it was shown often.
 
 # %% [markdown]
 # ## 6. Imagined and real episodes of the trained agent
