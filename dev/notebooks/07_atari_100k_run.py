@@ -144,6 +144,9 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action 60% of the time and a random one
 # otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and their FIRE versions score under 60).
 # DIAMOND's paper run, with 400,000 updates of each model, scores 8,610 on Krull, far above any such preference.
+# Played blind, drawing each action independently from the agent's own frequencies, the same buttons score *more*
+# than the agent (2,747 ± 665 against 2,351 ± 661 over 40 episodes each; `dev/marginal_policy.py`): what the dream
+# taught it about *when* to press them does not carry over to the game yet.
 # Its test returns were highest at epoch 20 (3,483 over 4 episodes) and then drifted down to about 2,800.
 #
 # Why Krull and not the games tried before (`docs/agent.md`, sessions 7–21): on Qbert, Seaquest, KungFuMaster and
