@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from diagnose_imagination import load_run
 
 from diamond_lite import actor_critic, atari, scores
-from diamond_lite.component import read_checkpoint
-from diamond_lite.train import STATE_FORMAT, RunConfig
 
 
 class CountingPolicy:
@@ -54,12 +53,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    cfg = RunConfig.from_dict(json.loads((args.run / "config.json").read_text()))
-    # the newest whole epoch; an epoch_N.partial.pt is a checkpoint inside an unfinished one
-    checkpoint = max(p for p in args.run.glob("checkpoints/epoch_*.pt") if ".partial" not in p.name)
-    state = read_checkpoint(checkpoint, STATE_FORMAT, "training run")
-    model = actor_critic.ActorCritic(cfg.actor_critic, game=cfg.game)
-    model.load_state_dict(state["models"]["actor_critic"])
+    cfg, _, _, model, _, epoch = load_run(args.run)
     max_steps = cfg.collection.test_max_steps or None
 
     env = atari.make_env(cfg.game, split="test", seed=args.seed)
@@ -73,13 +67,13 @@ def main() -> None:
     d = scores.difference_ci(agent_returns, blind_returns)
     names = env.action_names
     top = sorted(zip(probs, names), reverse=True)[:3]
-    print(f"{cfg.game}, epoch {state['epoch']}: the agent's most frequent actions",
+    print(f"{cfg.game}, epoch {epoch}: the agent's most frequent actions",
           ", ".join(f"{name} {p:.0%}" for p, name in top))
     print(f"agent {np.mean(agent_returns):.1f} ± {np.std(agent_returns):.1f}, blind with its frequencies "
           f"{np.mean(blind_returns):.1f} ± {np.std(blind_returns):.1f} over {args.episodes} episodes each: difference "
           f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}], {d['share_at_or_below_zero']:.0%} of draws <= 0")
     if args.json:
-        args.json.write_text(json.dumps({"run": str(args.run), "epoch": state["epoch"], "episodes": args.episodes,
+        args.json.write_text(json.dumps({"run": str(args.run), "epoch": epoch, "episodes": args.episodes,
                                          "action_frequencies": dict(zip(names, probs.round(4).tolist())),
                                          "agent_returns": agent_returns, "blind_returns": blind_returns, **d}, indent=1))
 
