@@ -9,11 +9,14 @@ an actor-critic train step including its imagination (horizon 15 with the world 
 for sampling, a bf16 copy of the U-Net) and with every one of them off (plain fp32 eager). The ratio of the two is
 the speed-up, measured on the same machine in the same run. It also counts the floating-point operations of a
 denoiser train step (``torch.utils.flop_counter``) and compares the achieved rate with the machine's measured peak:
-a large matrix product in the same dtype. Peak memory: the GPU's allocator peak, or the process's peak resident
+a large matrix product in the same dtype, and with the step's convolutions alone, re-run forward and backward
+on inputs of the shapes they saw (``convolution_seconds``): the bound this machine's convolution kernels set, which
+for small channel counts sits well above the matrix product's. Peak memory: the GPU's allocator peak, or the process's peak resident
 size on a CPU.
 
-With ``torch.compile`` available, the world model's sampling and the actor-critic step are measured a third time
-with the denoiser compiled (``WorldModel.compile_sampling``); ``--no-compile`` skips that.
+With ``torch.compile`` available, the world model's train step and sampling and the actor-critic step are measured
+a third time with the denoiser compiled (``WorldModel.compile_training``, ``WorldModel.compile_sampling``);
+``--no-compile`` skips that.
 
 Timings are medians over ``--repeats`` rounds after a warm-up. In each round every variant of a measurement runs
 once, in turn (optimised, plain, compiled), so that a machine whose speed drifts over minutes (shared 2-core
@@ -88,13 +91,50 @@ def train_step_flops(model: WorldModel, batch: dict) -> int:
     return counter.get_total_flops()
 
 
+def convolution_seconds(model: WorldModel, batch: dict, device: torch.device, repeats: int) -> tuple[float, int]:
+    """Seconds and FLOPs of a denoiser train step's convolutions alone: the machine's own bound for the step.
+
+    A 2048x2048 matrix product is the best case; a 3x3 convolution of 64 channels is a product with only 576
+    inputs and 64 outputs per pixel, and its backward pass (two more products, one of them a reduction over every
+    pixel of the batch) runs slower still. This re-runs each of the step's ``Conv2d`` calls, forward and backward,
+    on a fresh input of the shape, dtype and layout it saw in one loss, in the model's precision: the time the
+    step would take if everything between the convolutions (norms, SiLUs, additions, the optimiser) cost nothing.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    seen: list = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((m, args[0].detach(), args[0].requires_grad)))
+             for m in model.denoiser.modules() if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    try:
+        model.loss(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # An input that needed a gradient (all but the frames') makes the backward pass compute one for it too.
+    calls = [(m, torch.randn_like(x).requires_grad_(needs_grad)) for m, x, needs_grad in seen]
+    del seen
+
+    def run() -> None:
+        for m, x in calls:
+            with model._autocast():
+                y = m(x)
+            y.backward(torch.ones_like(y))
+        model.optimizer.zero_grad(set_to_none=True)
+        for _, x in calls:
+            x.grad = None
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return median_seconds(run, device, repeats), counter.get_total_flops()
+
+
 OPTIONS = {"optimised": {}, "plain_fp32": {"autocast": False, "channels_last": False}}
 
 
 def bench_world_model(profile: str, batch_size: int, device: torch.device, repeats: int, size: int = 64, num_actions: int = 18,
                       compile: bool = False) -> dict:  # fmt: skip
-    """Denoiser train step and sampling, optimised and plain; with ``compile`` also sampling through
-    ``torch.compile`` (``optimised_compiled``: a third model, with the seconds its first call spent compiling)."""
+    """Denoiser train step and sampling, optimised and plain; with ``compile`` also both through ``torch.compile``
+    (``optimised_compiled``: a third model, with the seconds its first step and first sampling call spent compiling)."""
     models = {}
     for label, options in OPTIONS.items():
         torch.manual_seed(0)
@@ -104,20 +144,28 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
     n = models["optimised"].n
     obs, act = batch["obs"][:, :n], batch["act"][:, :n]
     results: dict = {label: {"autocast_bf16": m.use_autocast, "channels_last": m.channels_last} for label, m in models.items()}
-    train = interleaved_medians({label: (lambda m=m: m.train_step(batch)) for label, m in models.items()}, device, repeats)
+    trainers = dict(models)
+    if compile:
+        torch.manual_seed(0)
+        trainers["optimised_compiled"] = compiled = WorldModel(world_model_config(profile, num_actions), device)
+        started = time.perf_counter()
+        compiled.compile_training()
+        compiled.train_step(batch)  # the first step compiles forward and backward
+        _sync(device)
+        results["optimised_compiled"] = {"train_compile_s": time.perf_counter() - started,
+                                         "train_compiled": compiled._compiled_inner is not None}  # fmt: skip
+    train = interleaved_medians({label: (lambda m=m: m.train_step(batch)) for label, m in trainers.items()}, device, repeats)
     for label, seconds in train.items():
         results[label]["train_step_s"] = seconds
     if device.type == "cuda":
         results["train_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    samplers = dict(models)
+    samplers = dict(trainers)
     if compile:
-        torch.manual_seed(0)
-        samplers["optimised_compiled"] = compiled = WorldModel(world_model_config(profile, num_actions), device)
         started = time.perf_counter()
         compiled.compile_sampling()
         compiled.predict_next(obs, act, num_steps=1)  # the first call compiles
         _sync(device)
-        results["optimised_compiled"] = {"compile_s": time.perf_counter() - started, "compiled": compiled.is_compiled}
+        results["optimised_compiled"].update(compile_s=time.perf_counter() - started, compiled=compiled.is_compiled)
     for steps in (1, 3):
         fns = {label: (lambda m=m: m.predict_next(obs, act, num_steps=steps)) for label, m in samplers.items()}
         for label, seconds in interleaved_medians(fns, device, repeats).items():
@@ -131,12 +179,23 @@ def bench_world_model(profile: str, batch_size: int, device: torch.device, repea
     results["speedup_sample_3_step"] = opt["sample_3_step_fps"] / plain["sample_3_step_fps"]
     if compile:
         results["speedup_sample_3_step_compiled"] = results["optimised_compiled"]["sample_3_step_fps"] / plain["sample_3_step_fps"]
+        results["speedup_train_step_compiled"] = plain["train_step_s"] / results["optimised_compiled"]["train_step_s"]
     dtype = torch.bfloat16 if opt["autocast_bf16"] else torch.float32
     peak = matmul_peak(device, dtype)
     results["peak_matmul_gflops"] = {str(dtype).replace("torch.", ""): peak / 1e9}
+    # plain fp32's own peak: a plain step already near it leaves the optimised path only the ratio of the two peaks
+    fp32_peak = peak if dtype == torch.float32 else matmul_peak(device, torch.float32)
+    results["peak_matmul_gflops"]["float32"] = fp32_peak / 1e9
+    plain["train_step_fraction_of_fp32_peak"] = results["train_step_gflop"] * 1e9 / fp32_peak / plain["train_step_s"]
     floor = results["train_step_gflop"] * 1e9 / peak
     results["train_step_floor_s"] = floor
     results["train_step_fraction_of_peak"] = floor / opt["train_step_s"]
+    if compile:
+        results["train_step_compiled_fraction_of_peak"] = floor / results["optimised_compiled"]["train_step_s"]
+    seconds, flops = convolution_seconds(models["optimised"], batch, device, repeats)
+    results["convolutions"] = {"seconds": seconds, "gflop": flops / 1e9, "gflops_per_s": flops / seconds / 1e9,
+                               "fraction_of_peak": flops / seconds / peak, "share_of_train_step": seconds / opt["train_step_s"],
+                               "over_floor": seconds / floor}  # fmt: skip
     return results
 
 

@@ -209,8 +209,8 @@ class Denoiser(nn.Module):
     def _precondition(self, sigma: Tensor) -> Preconditioning:
         return precondition(sigma, self.cfg.sigma_data, self.cfg.sigma_offset_noise)
 
-    def _network_output(self, x_noisy: Tensor, cs: Preconditioning, **conditioning) -> Tensor:
-        return self.inner(_expand_like(cs.c_in, x_noisy) * x_noisy, cs.c_noise, **conditioning)
+    def _network_output(self, x_noisy: Tensor, cs: Preconditioning, network=None, **conditioning) -> Tensor:
+        return (network or self.inner)(_expand_like(cs.c_in, x_noisy) * x_noisy, cs.c_noise, **conditioning)
 
     def forward(self, x_noisy: Tensor, sigma: Tensor | float, **conditioning) -> Tensor:
         """The denoised estimate ``D(x_noisy, sigma)`` in full precision (training and analysis)."""
@@ -249,6 +249,7 @@ class Denoiser(nn.Module):
         sigma: Tensor | float | None = None,
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
+        network=None,
         **conditioning,
     ) -> Tensor:
         """Denoising score-matching loss on the network output (Karras eq. 2 rewritten as eq. 8).
@@ -262,6 +263,7 @@ class Denoiser(nn.Module):
         ``mask`` (bool, (B,)) keeps only the samples marked True (padding is False); the mean is over the
         kept samples' elements, as in DIAMOND. An all-False mask gives a zero that still backpropagates.
         Draw order with ``generator``: sigma (if drawn), then the noises of :meth:`apply_noise`.
+        ``network``, when given, runs in place of ``inner`` (the same module compiled: ``WorldModel.compile_training``).
         """
         b = x0.shape[0]
         if sigma is None:
@@ -273,7 +275,7 @@ class Denoiser(nn.Module):
         x_noisy = self.apply_noise(x0, sigma, generator=generator)
         cs = self._precondition(sigma)
         target = (x0 - _expand_like(cs.c_skip, x0) * x_noisy) / _expand_like(cs.c_out, x0)
-        out = self._network_output(x_noisy, cs, **conditioning)
+        out = self._network_output(x_noisy, cs, network, **conditioning)
         if mask is None:
             return F.mse_loss(out, target)
         mask = torch.as_tensor(mask, dtype=torch.bool, device=x0.device)

@@ -121,9 +121,10 @@ class RunConfig:
     num_final_epochs: int = 50
     evaluation_every: int = 10
     checkpoints_to_keep: int = 3
-    # torch.compile the denoiser for imagination (WorldModel.compile_sampling). Off in every profile: on this
-    # 2-core CPU it made course-size sampling 1.38x faster but the actor-critic step no faster, and paper-size
-    # sampling no faster (docs/benchmarks.md); a GPU may differ (`--set compile=True`, measure with bench)
+    # torch.compile the denoiser, for its train steps and for imagination (WorldModel.compile_training and
+    # compile_sampling). Off in every profile: on 2-core CPUs it made course-size sampling 1.38x faster but the
+    # actor-critic step no faster, paper-size sampling no faster, and the paper-size train step 1.09x faster after a
+    # 76 s compile (docs/benchmarks.md); a GPU may differ (`--set compile=True`, measure with bench)
     compile: bool = False
     # Inside an epoch, a checkpoint at most this often (a whole one is written after every epoch anyway): the first
     # epoch trains each model for its long first budget (half an hour in the course profile on a 2-core CPU, 25,000
@@ -288,6 +289,7 @@ class Run:
         game, seed = cfg.game, cfg.seed
         self.world_model = WorldModel(cfg.world_model, self.device, game=game)
         if cfg.compile and not cfg.model_free:
+            self.world_model.compile_training()
             self.world_model.compile_sampling()
         self.rew_end_model = RewEndModel(cfg.rew_end_model, self.device, game=game)
         self.actor_critic = ActorCritic(cfg.actor_critic, self.device, game=game)

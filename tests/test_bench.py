@@ -16,6 +16,30 @@ def test_bench_world_model_reports_both_paths_and_their_ratio():
         assert entry["train_step_s"] > 0 and entry["sample_1_step_fps"] > 0 and entry["sample_3_step_fps"] > 0
     assert results["speedup_train_step"] == plain["train_step_s"] / opt["train_step_s"]
     assert results["train_step_gflop"] > 0 and 0 < results["train_step_fraction_of_peak"]
+    assert results["peak_matmul_gflops"]["float32"] > 0 and plain["train_step_fraction_of_fp32_peak"] > 0
+    convs = results["convolutions"]  # nearly all of a U-Net's work is in its convolutions, counted apart here
+    assert 0.5 * results["train_step_gflop"] < convs["gflop"] <= results["train_step_gflop"] * (1 + 1e-6)
+    assert convs["seconds"] > 0 and convs["over_floor"] == convs["seconds"] / results["train_step_floor_s"]
+
+
+def test_convolution_seconds_replays_every_convolution_of_a_step_forward_and_backward():
+    from diamond_lite.world_model import WorldModel, world_model_config
+
+    model = WorldModel(world_model_config("smoke", 4), autocast=False, channels_last=False)
+    data = bench.fake_batch(2, model, 16, torch.device("cpu"))
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.denoiser.modules())
+    calls = []
+    original = torch.nn.Conv2d.forward
+    torch.nn.Conv2d.forward = lambda self, x: calls.append(x.requires_grad) or original(self, x)
+    try:
+        seconds, flops = bench.convolution_seconds(model, data, torch.device("cpu"), repeats=1)
+    finally:
+        torch.nn.Conv2d.forward = original
+    # one capturing loss, then the FLOP count, a warm-up and one timed round: each replays every convolution
+    assert len(calls) == 4 * convs and calls[convs] is False and all(calls[convs + 1 : 2 * convs])
+    total = bench.train_step_flops(model, data)  # beside the convolutions: attention and the conditioning's linears
+    assert 0.9 * total < flops < total and seconds > 0
+    assert all(p.grad is None for p in model.parameters())  # the replay leaves no gradient behind
 
 
 def test_bench_command_writes_json(tmp_path, capsys):
@@ -53,6 +77,8 @@ def test_bench_measures_compiled_sampling_beside_the_eager_paths(monkeypatch):
     wm = bench.bench_world_model("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, compile=True)
     compiled = wm["optimised_compiled"]
     assert compiled["compiled"] is True and compiled["compile_s"] > 0 and compiled["sample_3_step_fps"] > 0
+    assert compiled["train_compiled"] is True and compiled["train_compile_s"] > 0
+    assert wm["speedup_train_step_compiled"] == wm["plain_fp32"]["train_step_s"] / compiled["train_step_s"]
     assert wm["speedup_sample_3_step_compiled"] == compiled["sample_3_step_fps"] / wm["plain_fp32"]["sample_3_step_fps"]
     agent = bench.bench_actor_critic("smoke", batch_size=2, device=cpu, repeats=1, size=16, num_actions=4, horizon=3,
                                      num_denoising_steps=1, compile=True)  # fmt: skip

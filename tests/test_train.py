@@ -112,7 +112,7 @@ def test_freeway_alone_collects_at_a_low_temperature(tmp_path):
     assert run.policy.temperature == train.FREEWAY_TEMPERATURE  # the collecting policy uses it
 
 
-def test_compile_switch_compiles_the_world_models_sampling(tmp_path, monkeypatch):
+def test_compile_switch_compiles_the_world_models_training_and_sampling(tmp_path, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)  # the real one: test_world_model
     cfg = train.run_config("Breakout", "smoke")
@@ -120,7 +120,7 @@ def test_compile_switch_compiles_the_world_models_sampling(tmp_path, monkeypatch
     assert train.Run(cfg, tmp_path / "plain", progress=False).world_model._compiled_denoise is None
     cfg = train.apply_overrides(cfg, ["compile=True"])
     run = train.Run(cfg, tmp_path / "compiled", progress=False)
-    assert run.world_model._compiled_denoise is not None and len(compiled) == 1
+    assert run.world_model._compiled_denoise is not None and run.world_model._compiled_inner is not None and len(compiled) == 2
 
 
 def test_paper_profile_is_the_papers_table():

@@ -276,6 +276,41 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     assert torch.equal(fallback, eager) and not model.is_compiled
 
 
+def test_compiled_training_matches_eager_and_keeps_the_state_dict():
+    eager = tiny()
+    randomize_output_layer(eager)
+    compiled = WorldModel(eager.cfg)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_training()
+    assert set(compiled.state_dict()) == set(eager.state_dict())  # the compiled function is not a second module
+    data, g = batch(3), lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    for _ in range(3):  # the compiled step reads the weights each step changes, and its gradients move them alike
+        loss_eager, loss_compiled = eager.train_step(data, generator=g()), compiled.train_step(data, generator=g())
+        assert abs(float(loss_eager) - float(loss_compiled)) <= 0.02 * float(loss_eager)
+    assert compiled._compiled_inner is not None  # it did compile, and did not fall back
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        if a.is_floating_point():
+            assert (a - b).abs().max() <= 0.02 * a.abs().max() + 1e-4, name
+
+
+def test_training_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    model = tiny()
+    data, g = batch(3), lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    eager = model.loss(data, generator=g())
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*a, **k):
+            raise RuntimeError("no C++ compiler here")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model.compile_training()
+    with pytest.warns(UserWarning, match="no C.. compiler here"):
+        fallback = model.loss(data, generator=g())
+    assert torch.equal(fallback, eager) and model._compiled_inner is None
+
+
 def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):
     import numpy as np
 
