@@ -21,12 +21,14 @@ Group norm uses groups of 32 channels (at least one group) and eps 1e-5; attenti
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 GROUP_SIZE = 32
 GROUP_NORM_EPS = 1e-5
@@ -85,8 +87,18 @@ class SelfAttention2d(nn.Module):
         b, c, h, w = x.shape
         x = self.norm(x)  # as DIAMOND: the residual adds to the normalised input
         q, k, v = self.qkv(x).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
-        y = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h*w, c/heads)
+        with _attention_kernel(x):
+            y = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h*w, c/heads)
         return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
+
+
+def _attention_kernel(x: Tensor):
+    """Training on a CPU: torch's plain attention kernel. Its flash-attention kernel, the default, takes 4x as long
+    forward and backward on the 64 pixels of DIAMOND's bottleneck at batch 32, though it is the faster one forward
+    alone (docs/benchmarks.md, session 23). Both compute the same softmax(q k^T / sqrt(d)) v."""
+    if x.device.type == "cpu" and torch.is_grad_enabled():
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class ResBlock(nn.Module):
