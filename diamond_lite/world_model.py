@@ -138,6 +138,7 @@ class WorldModel(Component):
         self._ready()
         self._compiled_denoise = None
         self._compiled_inner = None  # the inner network compiled for training steps (compile_training)
+        self._compiled_inner_works = False  # set by its first step
         self._bf16_copy: tuple[tuple, Denoiser] | None = None  # (the key of the weights it was made from, the copy)
 
     def compile_sampling(self) -> None:
@@ -163,6 +164,7 @@ class WorldModel(Component):
         """
         # The bound method, not the module: a compiled module would join the state dict under a second name.
         self._compiled_inner = torch.compile(self.denoiser.inner.forward, dynamic=False)
+        self._compiled_inner_works = False
 
     def _sampling_denoiser(self) -> Denoiser:
         """The denoiser sampling runs: where the model uses bf16 autocast and is not compiled, a copy whose U-Net
@@ -216,15 +218,20 @@ class WorldModel(Component):
         obs, act, mask = batch["obs"].to(self.device), batch["act"].to(self.device), batch["mask"].to(self.device)
         if obs.shape[1] != self.n + 1:
             raise ValueError(f"world-model segments have length n + 1 = {self.n + 1}, got {obs.shape[1]}")
-        if self._compiled_inner is not None:
-            rng = generator.get_state() if generator is not None else torch.random.get_rng_state()
+        if self._compiled_inner is not None and self._compiled_inner_works:
+            return self._loss(obs, act, mask, generator, self._compiled_inner)
+        if self._compiled_inner is not None:  # the first compiled step: compiling may fail
+            # the failed attempt will have drawn the noise: keep the random state to draw the same again (read once,
+            # since reading a GPU's random state waits for the GPU)
+            rng = generator.get_state() if generator is not None else _global_rng_state(self.device)
             try:
-                return self._loss(obs, act, mask, generator, self._compiled_inner)
+                loss = self._loss(obs, act, mask, generator, self._compiled_inner)
+                self._compiled_inner_works = True
+                return loss
             except Exception as error:  # a compiler missing or failing: eager gives the same numbers (tested)
                 warnings.warn(f"torch.compile failed, training stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
                 self._compiled_inner = None
-                # the failed attempt drew the noise already: draw the same again
-                generator.set_state(rng) if generator is not None else torch.random.set_rng_state(rng)
+                generator.set_state(rng) if generator is not None else _global_rng_state(self.device, rng)
         return self._loss(obs, act, mask, generator, None)
 
     def _loss(self, obs: Tensor, act: Tensor, mask: Tensor, generator: torch.Generator | None, network) -> Tensor:
@@ -306,6 +313,13 @@ class WorldModel(Component):
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame[:, None]], dim=1)
         return torch.stack(frames, dim=1)
+
+
+def _global_rng_state(device: torch.device, state: Tensor | None = None) -> Tensor | None:
+    """The random state that draws on ``device`` without a generator use: read it, or with ``state`` set it."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device) if state is None else torch.cuda.set_rng_state(state, device)
+    return torch.random.get_rng_state() if state is None else torch.random.set_rng_state(state)
 
 
 def world_model_config(profile: str, num_actions: int) -> WorldModelConfig:

@@ -304,11 +304,17 @@ def test_training_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch
 
         return compiled
 
+    torch.manual_seed(5)
+    eager_global = model.loss(data)  # no generator: the global random state draws
     monkeypatch.setattr(torch, "compile", broken_compile)
     model.compile_training()
     with pytest.warns(UserWarning, match="no C.. compiler here"):
         fallback = model.loss(data, generator=g())
     assert torch.equal(fallback, eager) and model._compiled_inner is None
+    model.compile_training()
+    torch.manual_seed(5)
+    with pytest.warns(UserWarning, match="no C.. compiler here"):
+        assert torch.equal(model.loss(data), eager_global)
 
 
 def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):
