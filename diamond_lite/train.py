@@ -122,9 +122,10 @@ class RunConfig:
     evaluation_every: int = 10
     checkpoints_to_keep: int = 3
     # torch.compile the denoiser, for its train steps and for imagination (WorldModel.compile_training and
-    # compile_sampling). Off in every profile: on 2-core CPUs it made course-size sampling 1.38x faster but the
-    # actor-critic step no faster, paper-size sampling no faster, and the paper-size train step 1.09x faster after a
-    # 76 s compile (docs/benchmarks.md); a GPU may differ (`--set compile=True`, measure with bench)
+    # compile_sampling). Measured on 2-core CPUs (docs/benchmarks.md): at the paper size on an AMX Xeon (session 23)
+    # the train step 1.12x and the actor-critic step 1.19x faster, after 79 + 34 s of compiling; at the course size
+    # on an EPYC (session 4) the actor-critic step no faster. Off in every profile, since a notebook or a short run
+    # would spend minutes compiling and no GPU has measured it; `--set compile=True` for a long run
     compile: bool = False
     # Inside an epoch, a checkpoint at most this often (a whole one is written after every epoch anyway): the first
     # epoch trains each model for its long first budget (half an hour in the course profile on a 2-core CPU, 25,000

@@ -159,7 +159,7 @@ class WorldModel(Component):
         backward: the compiler fuses each group norm with its scale, shift and SiLU, and their gradients.
 
         Measured at the paper size, batch 32, on 2 CPU cores with AMX (docs/benchmarks.md, session 23): a train step
-        0.85 s against 0.93 s eager, after a first step of 76 s that compiles. It pays over a long run, not in a
+        0.865 s against 0.965 s eager, after a first step of 79 s that compiles. It pays over a long run, not in a
         notebook. Where torch can not compile, training warns once and stays eager.
         """
         # The bound method, not the module: a compiled module would join the state dict under a second name.

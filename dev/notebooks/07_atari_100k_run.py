@@ -140,7 +140,8 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # **What the committed run shows, honestly.** The course run behind these outputs (Krull, seed 0, `docs/agent.md`,
 # session 22) beat the random policy by a clear margin: 2,768 ± 1,179 against 1,914 ± 530 over 20 episodes each, +854
 # with a bootstrap interval of about [+334, +1,462] (over 100 new episodes each: 2,412 ± 740 against 1,705 ± 542, +707
-# [+528, +885]); it took 1 h 25 min on a 2-core CPU with AMX. What it learned is mostly *which actions pay*: it
+# [+528, +885]); it took 1 h 25 min on a 2-core CPU with AMX. A second seed (session 23) held the margin: 2,416 ± 565
+# against 1,822 ± 591 over 100 new episodes each, +594 [+436, +750]. What it learned is mostly *which actions pay*: it
 # plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action 60% of the time and a random one
 # otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and their FIRE versions score under 60).
 # DIAMOND's paper run, with 400,000 updates of each model, scores 8,610 on Krull, far above any such preference.
