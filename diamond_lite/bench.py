@@ -9,10 +9,10 @@ an actor-critic train step including its imagination (horizon 15 with the world 
 for sampling, a bf16 copy of the U-Net) and with every one of them off (plain fp32 eager). The ratio of the two is
 the speed-up, measured on the same machine in the same run. It also counts the floating-point operations of a
 denoiser train step (``torch.utils.flop_counter``) and compares the achieved rate with the machine's measured peak:
-a large matrix product in the same dtype, and with the step's convolutions alone, re-run forward and backward
-on inputs of the shapes they saw (``convolution_seconds``): the bound this machine's convolution kernels set, which
-for small channel counts sits well above the matrix product's. Peak memory: the GPU's allocator peak, or the process's peak resident
-size on a CPU.
+a large matrix product in the same dtype, and with the step's convolutions alone, re-run forward and backward on
+inputs of the shapes they saw (``convolution_seconds``): the bound this machine's convolution kernels set, which for
+narrow convolutions lies well above the matrix product's floor. Peak memory: the GPU's allocator peak, or the
+process's peak resident size on a CPU.
 
 With ``torch.compile`` available, the world model's train step and sampling and the actor-critic step are measured
 a third time with the denoiser compiled (``WorldModel.compile_training``, ``WorldModel.compile_sampling``);
