@@ -218,33 +218,32 @@ class WorldModel(Component):
         obs, act, mask = batch["obs"].to(self.device), batch["act"].to(self.device), batch["mask"].to(self.device)
         if obs.shape[1] != self.n + 1:
             raise ValueError(f"world-model segments have length n + 1 = {self.n + 1}, got {obs.shape[1]}")
-        if self._compiled_inner is not None and self._compiled_inner_works:
-            return self._loss(obs, act, mask, generator, self._compiled_inner)
-        if self._compiled_inner is not None:  # the first compiled step: compiling may fail
-            # the failed attempt will have drawn the noise: keep the random state to draw the same again (read once,
-            # since reading a GPU's random state waits for the GPU)
-            rng = generator.get_state() if generator is not None else _global_rng_state(self.device)
-            try:
-                loss = self._loss(obs, act, mask, generator, self._compiled_inner)
-                self._compiled_inner_works = True
-                return loss
-            except Exception as error:  # a compiler missing or failing: eager gives the same numbers (tested)
-                warnings.warn(f"torch.compile failed, training stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
-                self._compiled_inner = None
-                generator.set_state(rng) if generator is not None else _global_rng_state(self.device, rng)
-        return self._loss(obs, act, mask, generator, None)
-
-    def _loss(self, obs: Tensor, act: Tensor, mask: Tensor, generator: torch.Generator | None, network) -> Tensor:
         with self._autocast():
             return self.denoiser.loss(
-                self._layout(obs[:, self.n]), generator=generator, mask=mask[:, self.n], network=network,
+                self._layout(obs[:, self.n]), generator=generator, mask=mask[:, self.n], network=self._compiled_inner,
                 obs=obs[:, : self.n], act=act[:, : self.n],
             ).float()  # fmt: skip
 
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> float:
         """One AdamW update on ``batch``; returns the loss before the update."""
         self.train()
-        return self.update(self.loss(batch, generator))
+        if self._compiled_inner is None or self._compiled_inner_works:
+            return self.update(self.loss(batch, generator))
+        # The first compiled step, where compiling the forward or the backward pass may fail. A failed attempt has
+        # drawn the noise but changed no weight (the optimiser steps after the backward pass): keep the random state
+        # to draw the same noise again (read once, since reading a GPU's random state waits for the GPU).
+        rng = generator.get_state() if generator is not None else _global_rng_state(self.device)
+        try:
+            loss = self.update(self.loss(batch, generator))
+        except FloatingPointError:
+            raise  # a bad loss, not a compiler: the eager step would refuse it too
+        except Exception as error:  # a compiler missing or failing: eager gives the same numbers (tested)
+            warnings.warn(f"torch.compile failed, training stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
+            self._compiled_inner = None
+            generator.set_state(rng) if generator is not None else _global_rng_state(self.device, rng)
+            return self.update(self.loss(batch, generator))
+        self._compiled_inner_works = True
+        return loss
 
     # -- prediction --------------------------------------------------------------------------------
 

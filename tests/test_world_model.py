@@ -279,7 +279,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
 def test_compiled_training_matches_eager_and_keeps_the_state_dict():
     eager = tiny()
     randomize_output_layer(eager)
-    compiled = WorldModel(eager.cfg)
+    compiled = WorldModel(eager.cfg, autocast=False, channels_last=False)
     compiled.load_state_dict(eager.state_dict())
     compiled.compile_training()
     assert set(compiled.state_dict()) == set(eager.state_dict())  # the compiled function is not a second module
@@ -293,28 +293,47 @@ def test_compiled_training_matches_eager_and_keeps_the_state_dict():
             assert (a - b).abs().max() <= 0.02 * a.abs().max() + 1e-4, name
 
 
-def test_training_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
-    model = tiny()
-    data, g = batch(3), lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    eager = model.loss(data, generator=g())
+class _FailingBackward(torch.autograd.Function):
+    """Passes its input through, and fails in the backward pass, as a compiler failing on the backward graph would."""
 
-    def broken_compile(fn, **kwargs):
-        def compiled(*a, **k):
-            raise RuntimeError("no C++ compiler here")
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
 
-        return compiled
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("no C++ compiler for the backward pass")
 
-    torch.manual_seed(5)
-    eager_global = model.loss(data)  # no generator: the global random state draws
+
+def _fails_when_called(fn, **kwargs):
+    def compiled(*a, **k):
+        raise RuntimeError("no C++ compiler here")
+
+    return compiled
+
+
+def _fails_in_backward(fn, **kwargs):
+    return lambda *a, **k: _FailingBackward.apply(fn(*a, **k))
+
+
+@pytest.mark.parametrize("broken_compile", [_fails_when_called, _fails_in_backward])
+@pytest.mark.parametrize("with_generator", [True, False])
+def test_training_compile_failure_falls_back_to_the_same_eager_step(monkeypatch, broken_compile, with_generator):
+    eager = tiny()
+    randomize_output_layer(eager)
+    fallback = WorldModel(eager.cfg, autocast=False, channels_last=False)
+    fallback.load_state_dict(eager.state_dict())
+    data = batch(3)
+    g = (lambda: torch.Generator().manual_seed(1)) if with_generator else (lambda: torch.manual_seed(5) and None)  # noqa: E731
+    loss_eager = eager.train_step(data, generator=g())
     monkeypatch.setattr(torch, "compile", broken_compile)
-    model.compile_training()
-    with pytest.warns(UserWarning, match="no C.. compiler here"):
-        fallback = model.loss(data, generator=g())
-    assert torch.equal(fallback, eager) and model._compiled_inner is None
-    model.compile_training()
-    torch.manual_seed(5)
-    with pytest.warns(UserWarning, match="no C.. compiler here"):
-        assert torch.equal(model.loss(data), eager_global)
+    fallback.compile_training()
+    with pytest.warns(UserWarning, match="no C.. compiler"):
+        loss_fallback = fallback.train_step(data, generator=g())
+    # the failed attempt changed no weight and its noise is drawn again: the very same step
+    assert torch.equal(loss_fallback, loss_eager) and fallback._compiled_inner is None and fallback.num_updates == 1
+    for a, b in zip(eager.state_dict().values(), fallback.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_numpy_action_count_still_saves_a_safe_checkpoint(tmp_path):
