@@ -71,6 +71,15 @@ class AdaGroupNorm(nn.Module):
         return x * (1 + scale) + shift
 
 
+def _attention_kernel(x: Tensor):
+    """Training on a CPU: torch's plain attention kernel. Its flash-attention kernel, the default, takes 4x as long
+    forward and backward on the 64 pixels of DIAMOND's bottleneck at batch 32, though it is the faster one forward
+    alone (docs/benchmarks.md, session 23). Both compute the same softmax(q k^T / sqrt(d)) v."""
+    if x.device.type == "cpu" and torch.is_grad_enabled():
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
 class SelfAttention2d(nn.Module):
     """Multi-head self-attention over the pixels of a feature map, added to its input (output starts at 0)."""
 
@@ -90,15 +99,6 @@ class SelfAttention2d(nn.Module):
         with _attention_kernel(x):
             y = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h*w, c/heads)
         return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
-
-
-def _attention_kernel(x: Tensor):
-    """Training on a CPU: torch's plain attention kernel. Its flash-attention kernel, the default, takes 4x as long
-    forward and backward on the 64 pixels of DIAMOND's bottleneck at batch 32, though it is the faster one forward
-    alone (docs/benchmarks.md, session 23). Both compute the same softmax(q k^T / sqrt(d)) v."""
-    if x.device.type == "cpu" and torch.is_grad_enabled():
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()
 
 
 class ResBlock(nn.Module):

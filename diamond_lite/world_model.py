@@ -229,18 +229,15 @@ class WorldModel(Component):
         self.train()
         if self._compiled_inner is None or self._compiled_inner_works:
             return self.update(self.loss(batch, generator))
-        # The first compiled step, where compiling the forward or the backward pass may fail. A failed attempt has
-        # drawn the noise but changed no weight (the optimiser steps after the backward pass): keep the random state
-        # to draw the same noise again (read once, since reading a GPU's random state waits for the GPU).
-        rng = generator.get_state() if generator is not None else _global_rng_state(self.device)
+        # The first compiled step, where compiling the forward or the backward pass may fail. A failed attempt
+        # changed no weight (the optimiser steps after the backward pass), so the step is simply done again eagerly.
         try:
             loss = self.update(self.loss(batch, generator))
         except FloatingPointError:
             raise  # a bad loss, not a compiler: the eager step would refuse it too
-        except Exception as error:  # a compiler missing or failing: eager gives the same numbers (tested)
+        except Exception as error:  # a compiler missing or failing
             warnings.warn(f"torch.compile failed, training stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
             self._compiled_inner = None
-            generator.set_state(rng) if generator is not None else _global_rng_state(self.device, rng)
             return self.update(self.loss(batch, generator))
         self._compiled_inner_works = True
         return loss
@@ -312,13 +309,6 @@ class WorldModel(Component):
             frames.append(next_frame)
             window = torch.cat([window[:, 1:], next_frame[:, None]], dim=1)
         return torch.stack(frames, dim=1)
-
-
-def _global_rng_state(device: torch.device, state: Tensor | None = None) -> Tensor | None:
-    """The random state that draws on ``device`` without a generator use: read it, or with ``state`` set it."""
-    if device.type == "cuda":
-        return torch.cuda.get_rng_state(device) if state is None else torch.cuda.set_rng_state(state, device)
-    return torch.random.get_rng_state() if state is None else torch.random.set_rng_state(state)
 
 
 def world_model_config(profile: str, num_actions: int) -> WorldModelConfig:
