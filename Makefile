@@ -48,10 +48,13 @@ notebooks: setup
 	$(PY) -m diamond_lite.run_notebooks --profile course $(NOTEBOOKS)
 
 # Trains the course-profile models for GAME (default Breakout) into data/checkpoints/: DIAMOND's EDM world model for
-# 30 minutes on a laptop CPU, the reward/termination model for 60, then the DDPM baseline of notebook 04 for the EDM model's number
+# 30 minutes on a laptop CPU, the same model trained without its autoregressive term for the same time (notebook 02's
+# comparison), the reward/termination model for 60, then the DDPM baseline of notebook 04 for the EDM model's number
 # of updates on the same data.
 pretrain: setup
 	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --minutes 30
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --minutes 30 --autoregressive-steps 0 \
+		--out data/checkpoints/$(PRETRAIN_GAME)_world_model_one_term_course.pt
 	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind rew_end_model --minutes 60
 	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind ddpm_world_model --minutes 60 \
 		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(PRETRAIN_GAME)_world_model_course.json'))['updates'])")

@@ -74,11 +74,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
 
 
 def fake_batch(batch_size: int, model: WorldModel, size: int, device: torch.device) -> dict:
-    n = model.n
+    """Random world-model segments of ``model.segment_length`` frames (6 in DIAMOND: two loss terms)."""
+    length = model.segment_length
     return {
-        "obs": torch.rand(batch_size, n + 1, 3, size, size, device=device) * 2 - 1,
-        "act": torch.randint(0, model.cfg.num_actions, (batch_size, n + 1), device=device),
-        "mask": torch.ones(batch_size, n + 1, dtype=torch.bool, device=device),
+        "obs": torch.rand(batch_size, length, 3, size, size, device=device) * 2 - 1,
+        "act": torch.randint(0, model.cfg.num_actions, (batch_size, length), device=device),
+        "mask": torch.ones(batch_size, length, dtype=torch.bool, device=device),
     }
 
 

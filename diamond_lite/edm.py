@@ -66,6 +66,7 @@ __all__ = [
     "DenoiserConfig",
     "Denoiser",
     "quantize_8bit",
+    "masked_mse",
 ]
 
 
@@ -250,8 +251,9 @@ class Denoiser(nn.Module):
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
         network=None,
+        return_denoised: bool = False,
         **conditioning,
-    ) -> Tensor:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Denoising score-matching loss on the network output (Karras eq. 2 rewritten as eq. 8).
 
         ``sigma`` (B,) is drawn with :func:`sample_training_sigma` when not given. ``x0`` is noised with
@@ -262,8 +264,14 @@ class Denoiser(nn.Module):
 
         ``mask`` (bool, (B,)) keeps only the samples marked True (padding is False); the mean is over the
         kept samples' elements, as in DIAMOND. An all-False mask gives a zero that still backpropagates.
+        The mask weighs each sample's error rather than indexing the batch, so nothing waits for the
+        device to say how many samples are kept.
         Draw order with ``generator``: sigma (if drawn), then the noises of :meth:`apply_noise`.
         ``network``, when given, runs in place of ``inner`` (the same module compiled: ``WorldModel.compile_training``).
+
+        ``return_denoised`` also returns the denoised estimate ``D(x_noisy, sigma)`` of this very draw, clamped,
+        snapped to the 8-bit grid and without gradient, as DIAMOND's ``Denoiser.forward`` keeps it to condition its
+        next autoregressive term (``WorldModel.loss``).
         """
         b = x0.shape[0]
         if sigma is None:
@@ -276,11 +284,23 @@ class Denoiser(nn.Module):
         cs = self._precondition(sigma)
         target = (x0 - _expand_like(cs.c_skip, x0) * x_noisy) / _expand_like(cs.c_out, x0)
         out = self._network_output(x_noisy, cs, network, **conditioning)
-        if mask is None:
-            return F.mse_loss(out, target)
-        mask = torch.as_tensor(mask, dtype=torch.bool, device=x0.device)
-        if mask.shape != (b,):
-            raise ValueError(f"mask must have shape ({b},), got shape {tuple(mask.shape)}")
-        if not mask.any():
-            return out.sum() * 0.0
-        return F.mse_loss(out[mask], target[mask])
+        loss = masked_mse(out, target, mask)
+        if not return_denoised:
+            return loss
+        with torch.no_grad():
+            denoised = _expand_like(cs.c_skip, x0) * x_noisy + _expand_like(cs.c_out, x0) * out.float()
+        return loss, quantize_8bit(denoised)
+
+
+def masked_mse(out: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The MSE of ``out`` against ``target`` over the samples ``mask`` (bool, (B,)) keeps: the same number as
+    ``F.mse_loss(out[mask], target[mask])`` (every sample has as many elements), computed without boolean indexing,
+    which would wait for the device to count the kept samples. No sample kept gives a zero that backpropagates."""
+    if mask is None:
+        return F.mse_loss(out, target)
+    b = out.shape[0]
+    mask = torch.as_tensor(mask, dtype=torch.bool, device=out.device)
+    if mask.shape != (b,):
+        raise ValueError(f"mask must have shape ({b},), got shape {tuple(mask.shape)}")
+    per_sample = (out - target).pow(2).flatten(1).mean(1)
+    return torch.where(mask, per_sample, 0.0).sum() / mask.sum().clamp(min=1)

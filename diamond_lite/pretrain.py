@@ -6,9 +6,13 @@ Collects random-policy data with the project's own environment (nothing is downl
 the profile on it for a time budget, measures it on held-out episodes, and writes
 ``data/checkpoints/<game>_<kind>_<profile>.pt`` (float16 weights, a few MB) with a JSON report beside it.
 Kinds: ``world_model`` (DIAMOND's EDM denoiser; scored by its 3-step predictions against copying the last
-frame), ``ddpm_world_model`` (notebook 04's baseline) and ``rew_end_model`` (the reward/termination model;
+frame, and by 15-step dreams under the real actions), ``ddpm_world_model`` (notebook 04's baseline) and ``rew_end_model`` (the reward/termination model;
 scored by per-class precision and recall). Notebooks load them to show a trained model at once, and can always
 train their own.
+
+``--autoregressive-steps 0`` trains the EDM world model on one term only (no autoregressive term; notebook 02
+compares the two), and ``--evaluate CHECKPOINT`` scores a world-model checkpoint on the held-out data without
+training anything (how docs/ compares models trained before and after a change).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .data import Collector, Dataset, SegmentSampler
 from .profiles import COURSE_GAME, PROFILES, Profile
 from .ddpm import DDPMWorldModel
 from .rew_end import RewEndModel, evaluate, rew_end_config
-from .world_model import WorldModel, one_step_errors, world_model_config
+from .world_model import WorldModel, dream_errors, one_step_errors, world_model_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "data" / "checkpoints"
@@ -53,6 +57,13 @@ def learning_curve(log_path: Path) -> list[list[float]]:
     return [[r["step"], round(r["loss"], 6)] for r in rows]
 
 
+def world_model_scores(model, test_data: Dataset, profile: Profile) -> dict:
+    """The held-out scores of a world model: 1-step predictions of frames that moved, and 15-step dreams."""
+    scores = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
+    dreams = dream_errors(model, test_data, horizon=HORIZON, num_starts=profile.pick(smoke=4, course=256, paper=512))
+    return scores | {f"{key}_{HORIZON}_steps": value for key, value in dreams.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--game", default=COURSE_GAME)
@@ -66,15 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "pretrain")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--autoregressive-steps", type=int, default=None,
+                        help="the EDM world model's autoregressive training terms (default: the profile's, DIAMOND's 1)")
+    parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="score this world model on the held-out data; train nothing")
     args = parser.parse_args(argv)
     game = check_game(args.game)
     profile = Profile(args.profile)
     torch.manual_seed(args.seed)
     from tqdm.auto import tqdm
 
+    if args.evaluate and args.kind == "rew_end_model":
+        parser.error("--evaluate scores world models (--kind world_model or ddpm_world_model)")
     data_steps = args.data_steps or profile.pick(smoke=500, course=30_000, paper=100_000)
-    train_data = collect_random(game, args.work_dir / game / "train", data_steps, seed=args.seed)
     test_data = collect_random(game, args.work_dir / game / "test", max(500, data_steps // 10), seed=args.seed + 1)
+    if args.evaluate:
+        model = KINDS[args.kind].load(args.evaluate, game=game)
+        report = {"checkpoint": str(args.evaluate), "updates": model.num_updates, **world_model_scores(model, test_data, profile)}
+        print(json.dumps(report, indent=1))
+        return 0
+    train_data = collect_random(game, args.work_dir / game / "train", data_steps, seed=args.seed)
     print(f"data: {train_data.num_steps} train steps, {test_data.num_steps} held-out steps", flush=True)
 
     num_actions = make_env(game).action_space.n
@@ -83,11 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         model = RewEndModel(rew_end_config(profile.name, num_actions), game=game)
         sampler = SegmentSampler(train_data, HORIZON + 4, batch_size, sample_weights=None, seed=args.seed, can_sample_beyond_end=True)
     else:
-        model = KINDS[args.kind](world_model_config(profile.name, num_actions), game=game)
-        sampler = SegmentSampler(train_data, model.n + 1, batch_size, sample_weights=None, seed=args.seed)
+        cfg = world_model_config(profile.name, num_actions)
+        if args.autoregressive_steps is not None:
+            cfg.num_autoregressive_steps = args.autoregressive_steps
+        model = KINDS[args.kind](cfg, game=game)
+        sampler = SegmentSampler(train_data, model.segment_length, batch_size, sample_weights=None, seed=args.seed)
     started = time.monotonic()
     deadline = started + 60 * args.minutes
-    log_path = args.work_dir / game / f"{args.kind}_{profile.name}_log.jsonl"
+    out = args.out or checkpoint_path(game, profile.name, args.kind)
+    log_path = args.work_dir / game / f"{out.stem}_log.jsonl"
     recent, mean = [], float("nan")  # losses stay on the device until logged: no sync per step on a GPU
     with open(log_path, "w") as log, tqdm(desc=f"train {args.kind}", unit="step") as bar:
         while time.monotonic() < deadline and (args.max_steps is None or model.num_updates < args.max_steps):
@@ -105,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         errors = {head: {k: v.tolist() for k, v in result[head].items()} for head in ("rew", "end")}
         errors |= {k: result[k].tolist() for k in ("confusion_rew", "confusion_end")}
     else:
-        errors = one_step_errors(model, test_data, num_samples=profile.pick(smoke=16, course=512, paper=1024))
-    out = args.out or checkpoint_path(game, profile.name, args.kind)
+        errors = world_model_scores(model, test_data, profile)
     model.save(out, half=True)
     report = {"game": game, "profile": profile.name, "kind": args.kind, "updates": model.num_updates, "batch_size": batch_size,
-              "minutes": args.minutes, "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
+              **({"num_autoregressive_steps": model.cfg.num_autoregressive_steps} if args.kind == "world_model" else {}),
+              "minutes": args.minutes, "seconds": round(time.monotonic() - started), "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
               "final_loss": torch.stack(recent).mean().item() if recent else mean, **errors, "machine": machine(),
               "curve": learning_curve(log_path)}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")

@@ -299,7 +299,7 @@ class Run:
         t = cfg.training_world_model, cfg.training_rew_end_model, cfg.training_actor_critic
         n = cfg.world_model.num_steps_conditioning
         self.samplers = {
-            "world_model": SegmentSampler(self.dataset, n + 1, t[0].batch_size, t[0].sample_weights, seed=seed),
+            "world_model": SegmentSampler(self.dataset, self.world_model.segment_length, t[0].batch_size, t[0].sample_weights, seed=seed),
             "rew_end_model": SegmentSampler(self.dataset, cfg.horizon + n, t[1].batch_size, t[1].sample_weights, seed=seed + 1,
                                             can_sample_beyond_end=True),  # fmt: skip
             "actor_critic": SegmentSampler(self.dataset, n, t[2].batch_size, t[2].sample_weights, seed=seed + 2),

@@ -48,6 +48,9 @@ class WorldModelConfig:
     num_actions: int
     img_channels: int = 3
     num_steps_conditioning: int = 4
+    # Training terms beyond the first whose conditioning holds the model's own estimate of a frame (DIAMOND
+    # config/trainer.yaml, denoiser.training.num_autoregressive_steps; ``WorldModel.loss``)
+    num_autoregressive_steps: int = 1
     unet: UNetConfig = field(default_factory=UNetConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -66,6 +69,8 @@ class WorldModelConfig:
         self.num_actions = int(self.num_actions)
         if self.num_actions < 1:
             raise ValueError(f"num_actions must be >= 1, got {self.num_actions}")
+        if self.num_autoregressive_steps < 0:
+            raise ValueError(f"num_autoregressive_steps must be >= 0, got {self.num_autoregressive_steps}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,7 +97,7 @@ class FrameStackNet(nn.Module):
         n, cond, ch0 = cfg.num_steps_conditioning, cfg.unet.cond_channels, cfg.unet.channels[0]
         if cond % n:
             raise ValueError(f"cond_channels ({cond}) must be divisible by num_steps_conditioning ({n})")
-        self.sigma_data = cfg.denoiser.sigma_data
+        self.frame_scale = cfg.denoiser.sigma_data  # the past frames enter divided by it (DIAMOND: by sigma_data)
         self.noise_emb = FourierFeatures(cond)
         self.act_emb = nn.Embedding(cfg.num_actions, cond // n)
         self.cond_proj = nn.Sequential(nn.Linear(cond, cond), nn.SiLU(), nn.Linear(cond, cond))
@@ -108,7 +113,7 @@ class FrameStackNet(nn.Module):
 
     def forward(self, x_in: Tensor, c_noise: Tensor, *, obs: Tensor, act: Tensor) -> Tensor:
         cond = self.conditioning(c_noise, act)
-        frames = obs.flatten(1, 2) / self.sigma_data  # (B, n*C, H, W): past frames stacked on channels
+        frames = obs.flatten(1, 2) / self.frame_scale  # (B, n*C, H, W): past frames stacked on channels
         x = torch.cat([frames, x_in], dim=1)
         low = self.conv_in.weight.dtype  # bf16 in sampling's copy (WorldModel._sampling_denoiser), else fp32
         if low != x_in.dtype:
@@ -212,17 +217,41 @@ class WorldModel(Component):
 
     # -- training ----------------------------------------------------------------------------------
 
+    @property
+    def segment_length(self) -> int:
+        """The length of a training segment: ``n`` conditioning frames, the target, and one more target per
+        autoregressive step (DIAMOND's ``num_steps_conditioning + 1 + num_autoregressive_steps``: 6)."""
+        return self.n + 1 + self.cfg.num_autoregressive_steps
+
     def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
-        """Denoising loss on a batch of segments of length ``n + 1`` (``Segment.to_torch``): the first
-        ``n`` frames and actions condition, the last frame is the target; padded targets are masked."""
+        """The denoising loss of DIAMOND's ``Denoiser.forward`` on a batch of segments of ``segment_length`` frames
+        (``Segment.to_torch``), the mean of ``1 + num_autoregressive_steps`` terms.
+
+        Term ``i`` predicts frame ``n + i`` from frames ``i .. n + i - 1`` and their actions. In term 0 those frames are
+        all real; in each later term the newest of them is the model's own denoised estimate from the term before
+        (one denoising step from that term's noisy target, snapped to the 8-bit grid, no gradient): the model learns
+        to predict from a context that holds its own mistakes, as it must when it dreams. Padded targets are masked.
+        Draw order with ``generator``: for each term, sigma, the offset noise, then the noise.
+        """
         obs, act, mask = batch["obs"].to(self.device), batch["act"].to(self.device), batch["mask"].to(self.device)
-        if obs.shape[1] != self.n + 1:
-            raise ValueError(f"world-model segments have length n + 1 = {self.n + 1}, got {obs.shape[1]}")
-        with self._autocast():
-            return self.denoiser.loss(
-                self._layout(obs[:, self.n]), generator=generator, mask=mask[:, self.n], network=self._compiled_inner,
-                obs=obs[:, : self.n], act=act[:, : self.n],
-            ).float()  # fmt: skip
+        n, num_terms = self.n, 1 + self.cfg.num_autoregressive_steps
+        if obs.shape[1] != self.segment_length:
+            raise ValueError(f"world-model segments have length n + 1 + num_autoregressive_steps = {self.segment_length}, "
+                             f"got {obs.shape[1]}")  # fmt: skip
+        frames, total = obs, 0.0
+        for i in range(num_terms):
+            last = i == num_terms - 1
+            with self._autocast():
+                out = self.denoiser.loss(
+                    self._layout(obs[:, n + i]), generator=generator, mask=mask[:, n + i], network=self._compiled_inner,
+                    return_denoised=not last, obs=frames[:, i : n + i], act=act[:, i : n + i],
+                )  # fmt: skip
+            term, denoised = (out, None) if last else out
+            total = total + term.float()
+            if not last:
+                frames = frames.clone() if i == 0 else frames  # the batch's own frames stay as they came
+                frames[:, n + i] = denoised
+        return total / num_terms
 
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> float:
         """One AdamW update on ``batch``; returns the loss before the update."""
@@ -360,3 +389,46 @@ def one_step_errors(
         sq_copy += (last[keep] - target[keep]).pow(2).mean((1, 2, 3)).sum().item()
         count += int(keep.sum())
     return {"mse_model": sq_model / count, "mse_copy_last": sq_copy / count, "samples": count}
+
+
+@torch.no_grad()
+def dream_errors(
+    model: WorldModel,
+    dataset,
+    *,
+    horizon: int = 15,
+    num_starts: int = 64,
+    num_steps: int | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Mean squared error (frames in [-1, 1]) of ``horizon``-step dreams against the real frames, at every step.
+
+    Each dream starts from ``n`` real frames of ``dataset`` (held out, for a fair score) and follows the real actions,
+    feeding its own predictions back as context (:meth:`WorldModel.rollout`), so step 1 is the one-step error on
+    every frame (moving or not) and step ``horizon`` is what the actor-critic sees at the end of an imagined
+    trajectory (DIAMOND's horizon is 15). ``copy_last`` scores the frozen last real frame at every step, the bar a
+    model must clear. Starts lie wholly inside episodes.
+    """
+    from .data import SegmentSampler
+
+    n = model.n
+    sampler = SegmentSampler(dataset, n + horizon, batch_size, sample_weights=None, seed=seed)
+    generator = torch.Generator(model.device).manual_seed(seed)
+    sq_model, sq_copy, count, misses = torch.zeros(horizon), torch.zeros(horizon), 0, 0
+    while count < num_starts:
+        batch = sampler.sample().to_torch(model.device)
+        keep = batch["mask"].all(1)
+        obs, act = batch["obs"][keep][: num_starts - count], batch["act"][keep][: num_starts - count]
+        if len(obs) == 0:
+            misses += 1
+            if misses == 100:
+                raise ValueError(f"the dataset has hardly any episode longer than {n + horizon} steps: no room for a "
+                                 f"{horizon}-step dream from {n} frames")  # fmt: skip
+            continue
+        dream = model.rollout(obs[:, :n], act[:, : n + horizon - 1], num_steps=num_steps, generator=generator)
+        real = obs[:, n:]
+        sq_model += (dream - real).pow(2).mean((2, 3, 4)).sum(0).cpu()
+        sq_copy += (obs[:, n - 1 : n] - real).pow(2).mean((2, 3, 4)).sum(0).cpu()
+        count += len(obs)
+    return {"dream_mse": (sq_model / count).tolist(), "copy_last_mse": (sq_copy / count).tolist(), "starts": count}

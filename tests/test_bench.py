@@ -35,8 +35,12 @@ def test_convolution_seconds_replays_every_convolution_of_a_step_forward_and_bac
         seconds, flops = bench.convolution_seconds(model, data, torch.device("cpu"), repeats=1)
     finally:
         torch.nn.Conv2d.forward = original
-    # one capturing loss, then the FLOP count, a warm-up and one timed round: each replays every convolution
-    assert len(calls) == 4 * convs and calls[convs] is False and all(calls[convs + 1 : 2 * convs])
+    # one capturing loss, then the FLOP count, a warm-up and one timed round: each replays every convolution of the
+    # loss's two terms (DIAMOND's autoregressive step); only conv_in, on the frames, needs no input gradient
+    per_loss = 2 * convs
+    assert len(calls) == 4 * per_loss
+    assert calls[per_loss] is False and all(calls[per_loss + 1 : per_loss + convs])
+    assert calls[per_loss + convs] is False and all(calls[per_loss + convs + 1 : 2 * per_loss])
     total = bench.train_step_flops(model, data)  # beside the convolutions: attention and the conditioning's linears
     assert 0.9 * total < flops < total and seconds > 0
     assert all(p.grad is None for p in model.parameters())  # the replay leaves no gradient behind

@@ -1,4 +1,5 @@
-"""The DDPM world model (DIAMOND Section 5.1's baseline): schedule, forward process, eps target, sampler, interface."""
+"""The DDPM world model (DIAMOND Section 5.1's baseline, the ddpm branch): schedule, forward process, target,
+sampler (step for step against diffusers' DDPMScheduler, which the branch uses), interface."""
 
 import math
 
@@ -13,14 +14,15 @@ from diamond_lite.ddpm import (
     alphas_cumprod,
     ddpm_loss,
     ddpm_sample,
+    leading_timesteps,
     linear_betas,
     q_sample,
-    respaced_timesteps,
     timestep_c_noise,
 )
-from diamond_lite.edm import precondition
 from diamond_lite.world_model import CHECKPOINT_FORMAT, WorldModel, WorldModelConfig
 from world_model_helpers import TINY, batch, conditioning, randomize_output_layer
+
+diffusers = pytest.importorskip("diffusers")  # a dev dependency: the ddpm branch's own scheduler, to compare with
 
 AC = alphas_cumprod(linear_betas())
 
@@ -31,106 +33,117 @@ def tiny(num_actions=4, ddpm=None, **kw):
     return DDPMWorldModel(cfg, autocast=False, channels_last=False, ddpm=ddpm, **kw)
 
 
+def scheduler(**kw):
+    """The ddpm branch's scheduler: ``DDPMScheduler(num_train_timesteps=1000)``, diffusers' defaults."""
+    return diffusers.DDPMScheduler(num_train_timesteps=1000, **kw)
+
+
 # -- schedule and forward process --------------------------------------------------------------------
 
 
-def test_linear_schedule_and_alphas_cumprod():
+def test_schedule_is_the_schedulers_bit_for_bit():
     betas = linear_betas()
-    assert betas.shape == (1000,) and betas.dtype == torch.float64
-    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
-    steps = betas.diff()
-    assert torch.allclose(steps, torch.full_like(steps, (0.02 - 1e-4) / 999))  # linear
+    assert betas.shape == (1000,) and betas.dtype == torch.float32
+    assert torch.equal(betas, scheduler().betas) and torch.equal(AC, scheduler().alphas_cumprod)
     assert AC[0].item() == pytest.approx(1 - 1e-4)
-    assert (AC.diff() < 0).all()  # strictly decreasing
-    assert AC[-1].item() < 1e-4  # ~4e-5: x_T is pure noise for all practical purposes
-    assert AC[-1].item() == pytest.approx(math.prod(1 - b for b in betas.tolist()), rel=1e-9)
+    assert (AC.diff() < 0).all() and AC[-1].item() < 1e-4  # ~4e-5: pure noise at t = 999
     with pytest.raises(ValueError):
         linear_betas(10, 0.1, 0.01)
 
 
-def test_q_sample_exact_formula():
+def test_q_sample_is_the_schedulers_add_noise():
     g = torch.Generator().manual_seed(0)
-    x0, eps = torch.rand(3, 2, 4, 4, generator=g) * 2 - 1, torch.randn(3, 2, 4, 4, generator=g)
-    t = torch.tensor([1, 500, 1000])
-    x_t = q_sample(x0, t, eps, AC)
-    for i, ti in enumerate(t.tolist()):
-        a = math.prod(1 - b for b in linear_betas().tolist()[:ti])
-        assert torch.allclose(x_t[i], math.sqrt(a) * x0[i] + math.sqrt(1 - a) * eps[i], atol=1e-6)
-    # t = 1: almost clean (sqrt(1 - alpha_bar_1) = 0.01); an int t applies to the whole batch
-    assert torch.equal(q_sample(x0, 1, eps, AC), q_sample(x0, torch.ones(3, dtype=torch.long), eps, AC))
-    with pytest.raises(ValueError):
-        q_sample(x0, torch.tensor([0, 1, 2]), eps, AC)  # timesteps are 1-based
-    with pytest.raises(ValueError):
-        q_sample(x0, 1001, eps, AC)
+    x0, noise = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 500, 999])
+    torch.testing.assert_close(q_sample(x0, t, noise, AC), scheduler().add_noise(x0, noise, t), rtol=0, atol=1e-6)
+    a = AC[500].item()
+    torch.testing.assert_close(q_sample(x0, 500, noise, AC), math.sqrt(a) * x0 + math.sqrt(1 - a) * noise)
+    with pytest.raises(ValueError, match="0..999"):
+        q_sample(x0, torch.tensor([0, 1, 2, 1000]), noise, AC)  # timesteps are 0-based
 
 
-def test_q_sample_moments_by_monte_carlo():
-    g = torch.Generator().manual_seed(1)
-    n, x0_value = 200_000, 0.5
-    for t in (10, 300, 1000):
-        a = AC[t - 1].item()
-        x_t = q_sample(torch.full((n, 1), x0_value), t, torch.randn(n, 1, generator=g), AC)
-        assert x_t.mean().item() == pytest.approx(math.sqrt(a) * x0_value, abs=4 / math.sqrt(n))
-        assert x_t.var().item() == pytest.approx(1 - a, rel=0.02, abs=1e-6)
-
-
-def test_time_embedding_is_edms_c_noise_of_the_equivalent_sigma():
-    t = torch.arange(1, 1001)
-    c = timestep_c_noise(t, AC)
-    assert (c.diff() > 0).all()  # monotone in t
-    sigma = ((1 - AC) / AC).sqrt()
-    assert torch.allclose(c, precondition(sigma.float()).c_noise, atol=1e-5)
-    assert -1.2 < c[0].item() < -1.1 and 1.2 < c[-1].item() < 1.3  # the range EDM's embedding sees
+def test_time_embedding_is_the_branchs():
+    assert torch.equal(timestep_c_noise(torch.tensor([0, 499, 999]), 1000), torch.tensor([0.001, 0.5, 1.0]))
 
 
 # -- training target ---------------------------------------------------------------------------------
 
 
+class Recorder(nn.Module):
+    """An eps network that returns zeros and keeps what it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def forward(self, x_t, c_noise, *, obs, act):
+        self.seen = dict(x_t=x_t.clone(), c_noise=c_noise.clone(), obs=obs.clone())
+        return torch.zeros_like(x_t)
+
+
+def test_loss_is_the_branchs_compute_loss_by_hand():
+    """Draw order offset, noise, t; the target is the noise with its offset; c_noise = (t + 1) / T; x_t and the
+    conditioning frames reach the network unscaled."""
+    model = tiny()
+    recorder = Recorder()
+    model.eps_net.forward = recorder.forward  # the real module keeps its frame_scale; only the call is recorded
+    data = batch(3, length=5)
+    loss = model.loss(data, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    x0 = data["obs"][:, 4]
+    noise = 0.3 * torch.randn(3, 3, 1, 1, generator=g) + torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    x_t = scheduler().add_noise(x0, noise, t)
+    torch.testing.assert_close(recorder.seen["x_t"], x_t)
+    torch.testing.assert_close(recorder.seen["c_noise"], (t + 1).float() / 1000)
+    torch.testing.assert_close(loss, (noise**2).mean())  # the network said zero
+    assert model.eps_net.frame_scale == 1.0
+    with torch.no_grad():  # FrameStackNet with frame_scale 1 stacks the frames as they are
+        net = model.eps_net
+        x_in, c = torch.randn(3, 3, 16, 16), torch.rand(3)
+        unscaled = torch.nn.functional.conv2d(torch.cat([data["obs"][:, :4].flatten(1, 2), x_in], 1), net.conv_in.weight, net.conv_in.bias, padding=1)
+        seen = []
+        hook = net.conv_in.register_forward_hook(lambda m, args, out: seen.append(out))
+        type(net).forward(net, x_in, c, obs=data["obs"][:, :4], act=data["act"][:, :4])
+        hook.remove()
+        torch.testing.assert_close(seen[0], unscaled)
+
+
 class EpsOracle(nn.Module):
-    """Recovers the true eps from x_t, the known target x0 and the timestep encoded in c_noise."""
+    """Recovers the true noise from x_t, the known target x0 and the timestep encoded in c_noise."""
 
     def __init__(self, x0):
         super().__init__()
         self.x0 = x0
 
     def forward(self, x_t, c_noise, *, obs, act):
-        a = 1 / (1 + torch.exp(8 * c_noise.double()))  # c_noise = ln(sigma)/4, alpha_bar = 1 / (1 + sigma^2)
-        a = a[:, None, None, None]
-        return ((x_t.double() - a.sqrt() * self.x0.double()) / (1 - a).sqrt()).float()
+        a = AC[(c_noise * 1000).round().long() - 1].reshape(-1, 1, 1, 1)
+        return (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
 
 
-def test_loss_of_an_oracle_eps_predictor_is_zero():
+def test_loss_of_an_oracle_noise_predictor_is_zero():
     model = tiny()
-    data = batch(4)
+    data = batch(4, length=5)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     fresh = model.loss(data, generator=g()).item()
-    assert 0.8 < fresh < 1.2  # the fresh network predicts eps ~ 0 (zero output conv): loss ~ E[eps^2] = 1
+    assert 0.9 < fresh < 1.4  # the fresh network predicts zero (zero output conv): loss ~ E[noise^2] = 1 + 0.3^2
     model.eps_net = EpsOracle(data["obs"][:, 4])
-    assert model.loss(data, generator=g()).item() < 1e-6
-    model.eps_net = EpsOracle(data["obs"][:, 3])  # the wrong frame as x0: no longer the true eps
+    assert model.loss(data, generator=g()).item() < 1e-4
+    model.eps_net = EpsOracle(data["obs"][:, 3])  # the wrong frame as x0: no longer the true noise
     assert model.loss(data, generator=g()).item() > 1e-2
 
 
-def test_loss_draw_order_t_then_eps():
-    x0 = torch.rand(5, 3, 8, 8) * 2 - 1
-    seen = {}
-
-    def replay(x_t, t):  # returns the eps drawn with a replay of the generator: loss must be exactly 0
-        g = torch.Generator().manual_seed(7)
-        t_replay = torch.randint(1, 1001, (5,), generator=g)
-        seen["t"] = (t, t_replay)
-        return torch.randn(x0.shape, generator=g)
-
-    assert ddpm_loss(replay, x0, AC, generator=torch.Generator().manual_seed(7)).item() == 0.0
-    assert torch.equal(*seen["t"])
-    ts = torch.cat([torch.randint(1, 1001, (1000,), generator=torch.Generator().manual_seed(s)) for s in range(3)])
-    assert ts.min() == 1 and ts.max() == 1000  # t is uniform on 1..T, both ends included
+def test_timesteps_cover_0_to_T_minus_1():
+    seen = []
+    ddpm_loss(lambda x_t, t: seen.append(t) or torch.zeros_like(x_t), torch.zeros(4000, 1, 1, 1), AC,
+              generator=torch.Generator().manual_seed(0))
+    assert seen[0].min() == 0 and seen[0].max() == 999
 
 
 def test_masked_targets_do_not_count():
     model = tiny()
     randomize_output_layer(model)
-    data = batch(4)
+    data = batch(4, length=5)
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     full = model.loss(data, generator=g())
     masked = dict(data, mask=data["mask"].clone())
@@ -142,40 +155,69 @@ def test_masked_targets_do_not_count():
     none = dict(data, mask=torch.zeros_like(data["mask"]))
     zero = model.loss(none, generator=g())
     assert zero.item() == 0.0 and zero.requires_grad
+    with pytest.raises(ValueError, match="n \\+ 1 = 5, got 6"):
+        model.loss(batch(4))
 
 
 # -- sampler -----------------------------------------------------------------------------------------
 
 
-def test_respaced_timesteps():
-    assert respaced_timesteps(1000, 1000) == list(range(1, 1001))
-    assert respaced_timesteps(1000, 10) == [1, 112, 223, 334, 445, 556, 667, 778, 889, 1000]
-    assert respaced_timesteps(1000, 2) == [1, 1000]
-    assert respaced_timesteps(1000, 1) == [1000]  # one step: from pure noise, at the top
+def test_leading_timesteps_are_the_schedulers():
+    for n in (2, 3, 5, 7, 10, 1000):
+        s = scheduler()
+        s.set_timesteps(n)
+        assert leading_timesteps(1000, n) == s.timesteps.tolist()
+    assert leading_timesteps(1000, 3) == [666, 333, 0]
     with pytest.raises(ValueError):
-        respaced_timesteps(1000, 0)
+        leading_timesteps(1000, 0)
+
+
+def smooth_eps(x, t):
+    """A deterministic noise predictor that depends on x and t, to drive both samplers alike."""
+    return torch.tanh(x * (1 + t.float()[:, None, None, None] / 1000)) * 0.8
+
+
+@pytest.mark.parametrize("num_steps", [2, 3, 10])
+def test_sampler_is_the_branchs_step_for_step(num_steps):
+    """The ddpm branch's DDPMSampler: scheduler.set_timesteps(n), then scheduler.step at each timestep."""
+    x_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = ddpm_sample(smooth_eps, x_T, AC, num_steps, torch.Generator().manual_seed(1))
+    s, x, g = scheduler(), x_T.clone(), torch.Generator().manual_seed(1)
+    s.set_timesteps(num_steps)
+    for t in s.timesteps:
+        x = s.step(smooth_eps(x, torch.full((4,), int(t))), t, x, generator=g).prev_sample
+    torch.testing.assert_close(ours, x, rtol=0, atol=1e-5)
+
+
+def test_one_step_is_the_clean_estimate_at_half_T():
+    x_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    seen = []
+    out = ddpm_sample(lambda x, t: seen.append(t) or smooth_eps(x, t), x_T, AC, 1)
+    assert seen[0].tolist() == [500] * 4
+    a = AC[500]
+    torch.testing.assert_close(out, ((x_T - (1 - a).sqrt() * smooth_eps(x_T, seen[0])) / a.sqrt()).clamp(-1, 1))
 
 
 MU, S = 0.3, 0.2
 
 
 def gaussian_eps(x, t):
-    """The ideal eps-predictor for data x0 ~ N(MU, S^2): E[eps | x_t]."""
-    a = AC[t - 1].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    """The ideal noise predictor for data x0 ~ N(MU, S^2): E[eps | x_t]."""
+    a = AC[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
     return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
 
 
 def exact_output_moments(num_steps):
     """Mean and std of the sampler's output with gaussian_eps, by propagating moments through the (linear)
-    respaced ancestral steps: an independent derivation of what ddpm_sample must produce."""
-    ac, steps = AC.tolist(), respaced_timesteps(1000, num_steps)
+    ancestral steps: an independent derivation of what ddpm_sample must produce (no clamping at these values)."""
+    ac, steps = AC.double().tolist(), leading_timesteps(1000, num_steps)
+    k_step = 1000 // num_steps
     m, v = 0.0, 1.0
-    for i in reversed(range(len(steps))):
-        a, ap = ac[steps[i] - 1], (ac[steps[i - 1] - 1] if i else 1.0)
+    for t in steps:
+        a, ap = ac[t], (ac[t - k_step] if t - k_step >= 0 else 1.0)
         k = math.sqrt(a) * S**2 / (a * S**2 + 1 - a)  # E[x0 | x_t] = MU + k (x_t - sqrt(a) MU)
-        if i == 0:
+        if t == 0:
             return MU + k * (m - math.sqrt(a) * MU), k * math.sqrt(v)
-        # posterior of the respaced process: mean = c0 x0 + c1 x_t, variance beta~
         beta = 1 - a / ap
         c0, c1 = math.sqrt(ap) * beta / (1 - a), math.sqrt(1 - beta) * (1 - ap) / (1 - a)
         m, v = (c0 * k + c1) * m + c0 * MU * (1 - k * math.sqrt(a)), (c0 * k + c1) ** 2 * v + beta * (1 - ap) / (1 - a)
@@ -190,7 +232,7 @@ def test_sampler_on_gaussian_data(num_steps):
     tol = 4 * S / math.sqrt(n)
     assert x.mean().item() == pytest.approx(mean, abs=tol)
     assert x.std().item() == pytest.approx(std, abs=tol)
-    if num_steps == 1000:  # full DDPM recovers the data distribution (beta~ is ~2% short on the std)
+    if num_steps == 1000:  # full DDPM recovers the data distribution
         assert x.mean().item() == pytest.approx(MU, abs=0.01)
         assert x.std().item() == pytest.approx(S, abs=0.01)
     else:  # 10 steps of eps-prediction: right mean, far too little spread
@@ -218,7 +260,7 @@ def test_same_network_and_interface_as_the_edm_world_model():
     assert model.n == edm.n == 4
     assert model.num_parameters() == edm.num_parameters()
     assert not hasattr(model, "denoiser")  # no EDM denoiser to be used by mistake
-    assert model.ddpm == DDPMConfig() and model.ddpm.T == 1000 and model.ddpm.num_steps == 10
+    assert model.ddpm == DDPMConfig() and model.ddpm.T == 1000 and model.ddpm.num_steps == 3
     opt = model.optimizer.param_groups[0]
     assert isinstance(model.optimizer, torch.optim.AdamW)
     assert opt["weight_decay"] == 1e-2 and opt["eps"] == 1e-8 and opt["initial_lr"] == 1e-4
@@ -230,7 +272,7 @@ def test_same_network_and_interface_as_the_edm_world_model():
 def test_shapes_of_predict_next_and_rollout(b):
     model = tiny()
     randomize_output_layer(model)
-    data = batch(b)
+    data = batch(b, length=5)
     assert model.loss(data).shape == ()
     nxt = model.predict_next(data["obs"][:, :4], data["act"][:, :4], num_steps=3)
     assert nxt.shape == (b, 3, 16, 16)
@@ -257,7 +299,7 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     cfg = WorldModelConfig(num_actions=4, unet=TINY, lr=1e-3, lr_warmup_steps=10)
     model = DDPMWorldModel(cfg, autocast=False, channels_last=False)
-    data = batch(4)
+    data = batch(4, length=5)
 
     def fixed_loss():
         with torch.no_grad():
@@ -274,7 +316,7 @@ def test_checkpoint_round_trip_and_edm_ddpm_refuse_each_other(tmp_path):
     ddpm_cfg = DDPMConfig(T=500, beta_T=0.03, num_steps=4)
     model = tiny(ddpm=ddpm_cfg, game="Breakout")
     randomize_output_layer(model)
-    model.train_step(batch(2))
+    model.train_step(batch(2, length=5))
     data = batch(2)
     path = tmp_path / "ddpm.pt"
     model.save(path, with_optimizer=True)

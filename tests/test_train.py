@@ -129,6 +129,12 @@ def test_paper_profile_is_the_papers_table():
     flat = dict(train._leaves(cfg.to_dict()))
     for key, expected in table["run_config"].items():
         assert flat[key] == expected, f"{key}: {flat[key]!r} in the paper profile, {expected!r} in the paper"
+    # Profiles change sizes and budgets, never the algorithm
+    for profile in ("smoke", "course"):
+        other = dict(train._leaves(train.run_config("Breakout", profile).to_dict()))
+        for key in ("world_model.num_autoregressive_steps", "world_model.denoiser.sigma_offset_noise", "actor_critic.gamma",
+                    "actor_critic.lambda_", "actor_critic.weight_entropy_loss", "horizon", "num_denoising_steps"):
+            assert other[key] == table["run_config"][key], f"{key} is {other[key]!r} in the {profile} profile"
     # Derived quantities the paper states
     c = cfg.collection
     assert (c.num_steps_total - c.first_epoch_min) // c.steps_per_epoch + cfg.num_final_epochs == table["derived"]["epochs"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from diamond_lite.unet import AdaGroupNorm, FourierFeatures, ResBlock, UNet, UNetConfig
+from diamond_lite.edm import precondition, quantize_8bit, sample_training_sigma
 from diamond_lite.world_model import WorldModel, WorldModelConfig, world_model_config
 from world_model_helpers import TINY, batch, conditioning, randomize_output_layer
 
@@ -111,11 +112,92 @@ def test_masked_targets_do_not_count():
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     full = model.loss(data, generator=g())
     masked = dict(data, mask=data["mask"].clone())
-    masked["mask"][0, 4] = False
+    masked["mask"][0, 5] = False
     changed = dict(masked, obs=masked["obs"].clone())
-    changed["obs"][0, 4] = 0.77  # the masked target may be anything
+    changed["obs"][0, 5] = 0.77  # the masked target may be anything
     assert torch.allclose(model.loss(masked, generator=g()), model.loss(changed, generator=g()))
     assert not torch.allclose(full, model.loss(masked, generator=g()))
+    # A padded target of term 0 does not count in term 0, but its denoised estimate still conditions term 1, as in
+    # DIAMOND (where padded frames are zeros)
+    masked = dict(data, mask=data["mask"].clone())
+    masked["mask"][0, 4] = False
+    changed = dict(masked, obs=masked["obs"].clone())
+    changed["obs"][0, 4] = 0.77
+    assert not torch.allclose(model.loss(masked, generator=g()), model.loss(changed, generator=g()))
+
+
+class Recording(torch.nn.Module):
+    """Wraps a FrameStackNet and keeps every call's arguments, so a test can redo each loss term by hand."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, x_in, c_noise, *, obs, act):
+        self.calls.append(dict(obs=obs.clone(), act=act.clone()))
+        return self.net(x_in, c_noise, obs=obs, act=act)
+
+
+def test_the_loss_is_the_mean_of_diamonds_two_terms_by_hand():
+    """DIAMOND's Denoiser.forward with num_autoregressive_steps = 1: term 0 predicts frame 4 from the real frames
+    0-3; term 1 predicts frame 5 from the real frames 1-3 and term 0's quantised denoised estimate of frame 4."""
+    model = tiny()
+    randomize_output_layer(model)
+    assert model.cfg.num_autoregressive_steps == 1 and model.segment_length == 6
+    net = model.denoiser.inner
+    model.denoiser.inner = recording = Recording(net)
+    data = batch(3)
+    data["mask"][1, 4] = False  # a padded target in term 0 only
+    loss = model.loss(data, generator=torch.Generator().manual_seed(11))
+
+    g = torch.Generator().manual_seed(11)
+    cfg = model.cfg.denoiser
+    obs, act, frames, terms = data["obs"], data["act"], data["obs"].clone(), []
+    for i in range(2):
+        x0 = obs[:, 4 + i]
+        sigma = sample_training_sigma(3, generator=g)
+        x_noisy = x0 + cfg.sigma_offset_noise * torch.randn(3, 3, 1, 1, generator=g) + sigma.reshape(3, 1, 1, 1) * torch.randn(x0.shape, generator=g)
+        cs = precondition(sigma, cfg.sigma_data, cfg.sigma_offset_noise)
+        c_in, c_out, c_skip = (getattr(cs, k).reshape(3, 1, 1, 1) for k in ("c_in", "c_out", "c_skip"))
+        with torch.no_grad():
+            out = net(c_in * x_noisy, cs.c_noise, obs=frames[:, i : 4 + i], act=act[:, i : 4 + i])
+        target = (x0 - c_skip * x_noisy) / c_out
+        keep = data["mask"][:, 4 + i]
+        terms.append(((out - target) ** 2)[keep].mean())
+        denoised = quantize_8bit(c_skip * x_noisy + c_out * out)
+        torch.testing.assert_close(recording.calls[i]["obs"], frames[:, i : 4 + i])
+        frames[:, 4 + i] = denoised
+    torch.testing.assert_close(loss, (terms[0] + terms[1]) / 2)
+    # the conditioning of term 1: three real frames, then the model's own 8-bit estimate of frame 4
+    seen = recording.calls[1]["obs"]
+    torch.testing.assert_close(seen[:, :3], obs[:, 1:4])
+    torch.testing.assert_close(seen[:, 3], frames[:, 4])
+    assert not torch.equal(seen[:, 3], obs[:, 4])
+    levels = (seen[:, 3] + 1) / 2 * 255
+    assert (levels - levels.round()).abs().max() < 1e-3  # on the 8-bit grid
+    assert torch.equal(data["obs"], obs)  # the batch itself is left as it came
+
+
+def test_the_autoregressive_term_trains_through_its_own_target_only():
+    model = tiny()
+    randomize_output_layer(model)
+    data = batch(2)
+    loss = model.loss(data, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    # no autoregressive step: one term on segments of 5 frames, and a segment of the wrong length is refused
+    single = WorldModel(WorldModelConfig(num_actions=4, unet=TINY, num_autoregressive_steps=0), autocast=False, channels_last=False)
+    assert single.segment_length == 5
+    single.loss(batch(2, length=5))
+    with pytest.raises(ValueError, match="n \\+ 1 \\+ num_autoregressive_steps = 5, got 6"):
+        single.loss(batch(2))
+    with pytest.raises(ValueError, match="num_autoregressive_steps must be >= 0"):
+        WorldModelConfig(num_actions=4, num_autoregressive_steps=-1)
+
+
+def test_every_profile_trains_with_diamonds_autoregressive_step():
+    for name in ("smoke", "course", "paper"):
+        assert world_model_config(name, 6).num_autoregressive_steps == 1
 
 
 def test_optimizer_settings_are_diamonds():

@@ -8,13 +8,14 @@ from diamond_lite.world_model import FrameStackNet
 TINY = UNetConfig(cond_channels=16, depths=[1, 1], channels=[8, 8], attn_depths=[False, True])
 
 
-def batch(b=3, size=16, num_actions=4, seed=0):
-    """A batch of world-model segments (4 conditioning frames and the target) of random frames."""
+def batch(b=3, size=16, num_actions=4, seed=0, length=6):
+    """A batch of world-model segments of random frames: 4 conditioning frames and the target, plus the target of
+    the autoregressive term (DIAMOND's 6 frames; the DDPM baseline trains on 5)."""
     g = torch.Generator().manual_seed(seed)
     return {
-        "obs": torch.rand(b, 5, 3, size, size, generator=g) * 2 - 1,
-        "act": torch.randint(0, num_actions, (b, 5), generator=g),
-        "mask": torch.ones(b, 5, dtype=torch.bool),
+        "obs": torch.rand(b, length, 3, size, size, generator=g) * 2 - 1,
+        "act": torch.randint(0, num_actions, (b, length), generator=g),
+        "mask": torch.ones(b, length, dtype=torch.bool),
     }
 
 
