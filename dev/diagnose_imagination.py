@@ -1,6 +1,6 @@
-"""Does a run's imagination reward what the real game rewards? (issue 8 diagnosis; docs/agent.md)
+"""Does a run's imagination reward what the real game rewards? (docs/journal/imagination_vs_real.md)
 
-Loads a run's newest checkpoint and measures, on its own replay data:
+Loads a run's newest checkpoint (``diamond_lite.run_folder.load_run``) and measures, on its own replay data:
 
 * the real reward rate (non-zero rewards per step) of the dataset;
 * the reward/end model's sampled reward rate on real transitions (teacher forcing: real next frames);
@@ -8,14 +8,17 @@ Loads a run's newest checkpoint and measures, on its own replay data:
   policies that prefer one action 60% of the time, and for the run's agent;
 * the time each part of one imagined step takes.
 
-    python dev/diagnose_imagination.py runs/Qbert-course [--envs 32] [--updates 8]
+    python dev/diagnose_imagination.py runs/Qbert-course [--envs 32] [--updates 8] [--teacher-batches 8]
     python dev/diagnose_imagination.py runs/Seaquest-course --at-rewards [--strip docs/img/x.png]
 
 ``--at-rewards`` checks only whether the world model draws the real rewarding events one step ahead (the reward/end
 model's p(reward) on the real next frame against the predicted one), with the reward/end model's reward rate on real
 transitions; ``--ahead`` whether it still draws them when it dreams 1, 2, 4, 8 or 15 steps from real frames with the
 real actions (``--world-model`` takes one saved apart). ``--dataset DIR`` measures on other episodes than the run's,
-such as held-out ones: whether the models carry over to play they never trained on.
+such as held-out ones: whether the models carry over to play they never trained on. Random-policy episodes no model
+trained on are one call away: ``diamond_lite.pretrain.collect_random(GAME, Path(DIR), STEPS, SEED, split="test")``,
+with a seed no run collects with (a run's own collection is seeded with its ``seed``, 0 by default). The one-step
+and k-ahead checks are those of docs/journal/world_model_on_course_budgets.md.
 """
 
 from __future__ import annotations
@@ -29,29 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diamond_lite.actor_critic import ActorCritic, EnvLoop
+from diamond_lite.actor_critic import EnvLoop
 from diamond_lite.atari import make_env
-from diamond_lite.component import read_checkpoint
 from diamond_lite.data import Dataset, SegmentSampler
 from diamond_lite.imagination import ImaginationEnv
-from diamond_lite.rew_end import RewEndModel
-from diamond_lite.train import STATE_FORMAT, RunConfig
+from diamond_lite.rew_end import HORIZON, RewEndModel
+from diamond_lite.run_folder import load_run
 from diamond_lite.world_model import WorldModel
-
-
-def load_run(run_dir: Path, checkpoint: Path | None = None):
-    """A run's configuration, its models from ``checkpoint`` (default: the newest), its training data and the epoch."""
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    path = checkpoint or sorted(run_dir.glob("checkpoints/epoch_*.pt"))[-1]
-    state = read_checkpoint(path, STATE_FORMAT, "training run")
-    wm = WorldModel(cfg.world_model, game=cfg.game)
-    rem = RewEndModel(cfg.rew_end_model, game=cfg.game)
-    ac = ActorCritic(cfg.actor_critic, game=cfg.game)
-    for model, name in ((wm, "world_model"), (rem, "rew_end_model"), (ac, "actor_critic")):
-        model.load_state_dict(state["models"][name])
-        model.num_updates = state["num_updates"][name]
-        model.eval()
-    return cfg, wm, rem, ac, Dataset(run_dir / "dataset" / "train"), state["epoch"]
 
 
 def real_reward_rate(dataset: Dataset) -> float:
@@ -62,7 +49,7 @@ def real_reward_rate(dataset: Dataset) -> float:
 @torch.no_grad()
 def teacher_forced_rate(rem: RewEndModel, dataset: Dataset, batches: int, seed: int) -> tuple[float, float]:
     """Reward rate the reward/end model samples on real transitions, and the real rate on the same ones."""
-    sampler = SegmentSampler(dataset, 4 + 15, 32, [0.1, 0.1, 0.1, 0.7], seed=seed, can_sample_beyond_end=True)
+    sampler = SegmentSampler(dataset, 4 + HORIZON, 32, [0.1, 0.1, 0.1, 0.7], seed=seed, can_sample_beyond_end=True)
     g = torch.Generator().manual_seed(seed)
     predicted, real = [], []
     for _ in range(batches):
@@ -227,7 +214,7 @@ def save_strip(frames: tuple, path: Path, columns: int = 8) -> None:
 @torch.no_grad()
 def step_timing(wm, rem, dataset, envs: int, seed: int) -> dict[str, float]:
     sampler = SegmentSampler(dataset, 4, envs, [0.1, 0.1, 0.1, 0.7], seed=seed)
-    env = ImaginationEnv(wm, rem, sampler, num_envs=envs, horizon=15)
+    env = ImaginationEnv(wm, rem, sampler, num_envs=envs, horizon=HORIZON)
     env.reset()
     act = torch.zeros(envs, dtype=torch.long)
     t0 = time.perf_counter()
@@ -243,22 +230,26 @@ def step_timing(wm, rem, dataset, envs: int, seed: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--envs", type=int, default=32)
-    parser.add_argument("--updates", type=int, default=8)
+    parser.add_argument("--envs", type=int, default=32, help="imagined episodes played side by side")
+    parser.add_argument("--updates", type=int, default=8, help="windows of the run's horizon per policy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-batches", type=int, default=8,
+                        help="batches of 32 real segments for the reward/end model's rate on real transitions")
     parser.add_argument("--at-rewards", action="store_true", help="only the one-step check at the real rewarding steps")
     parser.add_argument("--strip", type=Path, default=None, help="with --at-rewards or --ahead: save their frames to this image")
     parser.add_argument("--ahead", action="store_true", help="only the k-steps-ahead check at the real rewarding steps")
     parser.add_argument("--world-model", type=Path, default=None, help="a world model saved apart (world_model_budget.py --save)")
     parser.add_argument("--dataset", type=Path, default=None,
                         help="measure on these episodes instead of the run's own (world_model_budget.py --held-out keeps some "
-                             "in RUN/held_out): whether the models carry over to play they never trained on")
+                             "in RUN/held_out; diamond_lite.pretrain.collect_random plays more): whether the models carry "
+                             "over to play they never trained on")
     parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION",
                         help="imagined rates for these preferences only (action names such as DOWNLEFTFIRE), with the "
                              "random policy and the agent; default: every action")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    cfg, wm, rem, ac, dataset, epoch = load_run(args.run)
+    run = load_run(args.run)
+    cfg, wm, rem, ac, dataset, epoch = run.cfg, run.world_model, run.rew_end_model, run.actor_critic, run.dataset, run.epoch
     if args.world_model:
         wm = WorldModel.load(args.world_model, game=cfg.game)
     if args.dataset:
@@ -277,14 +268,14 @@ def main() -> None:
         result = one_step_at_rewards(wm, rem, dataset)
         # how often the reward/end model pays on these real transitions, against how often they paid: with the
         # "real" p(reward) at the rewarding steps, whether it knows this play or only the run's own
-        result["teacher_forced_reward_rate"], result["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, 8, args.seed)
+        result["teacher_forced_reward_rate"], result["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, args.teacher_batches, args.seed)
         frames = result.pop("frames", None)
         if args.strip and frames is not None:
             save_strip(frames, args.strip)
         print(json.dumps({"run": str(args.run), "epoch": epoch, "dataset": where, **result}, indent=1))
         return
     out = {"run": str(args.run), "epoch": epoch, "dataset": where, "real_steps": dataset.num_steps, "real_reward_rate": real_reward_rate(dataset)}
-    out["teacher_forced_reward_rate"], out["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, 8, args.seed)
+    out["teacher_forced_reward_rate"], out["same_transitions_real_rate"] = teacher_forced_rate(rem, dataset, args.teacher_batches, args.seed)
     n = cfg.world_model.num_actions
     policies = {"random": FixedPreference(n, None), "agent": ac}
     names = make_env(cfg.game).action_names

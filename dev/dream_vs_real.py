@@ -1,4 +1,4 @@
-"""Does the dream pay each action preference what the real game pays it, from the same states? (issue 8)
+"""Does the dream pay each action preference what the real game pays it, from the same states?
 
 An actor-critic trained in imagination can beat a random policy only if the dream ranks its choices the way the
 game does. This measures that ranking directly, paired:
@@ -22,7 +22,8 @@ game does. This measures that ranking directly, paired:
 A third column, the reward/end model on the *real* frames of each window (teacher forcing), tells the two models'
 parts apart: where it follows the game and the dream does not, the world model is what loses the reward. Prints per
 policy the three (with 95% bootstrap intervals over the start states, and each column's correlation with the real
-events over the start states), and the rank correlations with the real game across policies.
+events over the start states), and the rank correlations with the real game across policies. Measured on KungFuMaster
+2026-12-04 (docs/journal/imagination_vs_real.md).
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from diagnose_imagination import load_run
-from real_short_horizon import restore, snapshot
+from real_short_horizon import restore, snapshot  # noqa: E402
 
-from diamond_lite.atari import make_env
-from diamond_lite.viz import to_image
-from diamond_lite.world_model import WorldModel
+from diamond_lite.atari import make_env  # noqa: E402
+from diamond_lite.rew_end import HORIZON  # noqa: E402
+from diamond_lite.run_folder import load_run  # noqa: E402
+from diamond_lite.viz import to_image  # noqa: E402
+from diamond_lite.world_model import WorldModel  # noqa: E402
 
 
 def collect_starts(env, count: int, every: int, seed: int, n: int = 4) -> list[dict]:
@@ -192,10 +194,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the run's newest")
-    parser.add_argument("--world-model", type=Path, default=None, help="a world model saved apart")
+    parser.add_argument("--world-model", type=Path, default=None, help="a world model saved apart (world_model_budget.py --save)")
     parser.add_argument("--starts", type=int, default=256)
     parser.add_argument("--every", type=int, default=37)
-    parser.add_argument("--horizon", type=int, default=15)
+    parser.add_argument("--horizon", type=int, default=HORIZON, help=f"steps per window (default: imagination's {HORIZON})")
     parser.add_argument("--p", type=float, default=0.6)
     parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION", help="action names; default: every action")
     parser.add_argument("--seed", type=int, default=0)
@@ -206,7 +208,8 @@ def main() -> None:
     parser.add_argument("--strip-policy", default="random", help="whose windows --strip shows (random or prefer_ACTION)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    cfg, wm, rem, _, _, epoch = load_run(args.run, args.checkpoint)
+    run = load_run(args.run, args.checkpoint)
+    cfg, wm, rem, epoch = run.cfg, run.world_model, run.rew_end_model, run.epoch
     steps = args.denoising_steps or cfg.num_denoising_steps  # what the run's imagination samples with
     if args.world_model:
         wm = WorldModel.load(args.world_model, game=cfg.game)

@@ -1,16 +1,17 @@
 """What the real game pays each action preference over imagination's horizon, from the states a replay holds.
 
 ``dev/diagnose_imagination.py`` measures what the dream pays a policy in windows of 15 imagined steps, each started
-from a segment of random-play data. ``dev/choose_game.py --per-action`` measures whole games instead, where a
-preference also changes which states the game reaches. This is the real counterpart of the dream's measurement:
-a uniformly random policy plays the real game (train split, as the replay was collected); at every ``--every``-th
-step the emulator is cloned, and from that same state each policy plays ``--horizon`` steps, with the same random
-numbers for every policy (common random numbers, as in the dream's measurement). A window stops where the episode
-ends (a life loss, in the train split), as an imagined episode does.
+from a segment of random-play data. The per-action sweep of whole games (docs/journal/imagination_vs_real.md,
+2026-12-04) measured whole games instead, where a preference also changes which states the game reaches. This is the
+real counterpart of the dream's measurement: a uniformly random policy plays the real game (train split, as the replay
+was collected); at every ``--every``-th step the emulator is cloned, and from that same state each policy plays
+``--horizon`` steps, with the same random numbers for every policy (common random numbers, as in the dream's
+measurement). A window stops where the episode ends (a life loss, in the train split), as an imagined episode does.
 
     python dev/real_short_horizon.py KungFuMaster --starts 400 --prefer DOWNLEFTFIRE LEFTFIRE NOOP RIGHTFIRE
 
 Prints, per policy, the reward events per step and per window, with a 95% bootstrap interval over start states.
+Measured on KungFuMaster 2026-12-04 (docs/journal/imagination_vs_real.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import numpy as np
 
 from diamond_lite.atari import make_env
+from diamond_lite.rew_end import HORIZON
 
 
 def snapshot(env) -> tuple:
@@ -56,7 +58,7 @@ def main() -> None:
     parser.add_argument("game")
     parser.add_argument("--starts", type=int, default=400, help="start states (windows per policy)")
     parser.add_argument("--every", type=int, default=37, help="random steps between start states")
-    parser.add_argument("--horizon", type=int, default=15)
+    parser.add_argument("--horizon", type=int, default=HORIZON, help=f"steps per window (default: imagination's {HORIZON})")
     parser.add_argument("--p", type=float, default=0.6, help="probability of the preferred action")
     parser.add_argument("--prefer", nargs="+", default=None, metavar="ACTION", help="action names; default: every action")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Would the course actor-critic beat random if its world model were better? (issue 8; docs/agent.md, session 11)
+"""Would the course actor-critic beat random if its world model were better? (docs/journal/imagination_vs_real.md)
 
 Loads a run's data and reward/end model, a world model saved apart (``dev/world_model_budget.py --save``), and trains
 a *fresh* actor-critic of the run's configuration in imagination only: the same ``ImaginationEnv`` and ``EnvLoop``
@@ -9,7 +9,7 @@ many with a uniformly random policy in the same conditions as the run's final ev
 
 It separates the two things a course run needs: a world model whose imagination pays, and an actor-critic that learns
 from it. The model-free check (``train --model-free``) gives the second a perfect simulator; this gives it a chosen
-world model.
+world model. Measured on KungFuMaster 2026-11-22 with a world model of 20,000 updates.
 
     python dev/train_in_imagination.py runs/KungFuMaster-course --world-model runs/wm/world_model_20000.pt \\
         --updates 900 --every 100 --episodes 20 --jsonl docs/x.jsonl
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -27,15 +26,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).parent))
-import diagnose_imagination as diag  # noqa: E402
-
-from diamond_lite.actor_critic import ActorCritic, EnvLoop, Policy, evaluate_policy  # noqa: E402
-from diamond_lite.atari import make_env  # noqa: E402
-from diamond_lite.data import SegmentSampler  # noqa: E402
-from diamond_lite.imagination import ImaginationEnv  # noqa: E402
-from diamond_lite.train import _RandomPolicy  # noqa: E402
-from diamond_lite.world_model import WorldModel  # noqa: E402
+from diamond_lite.actor_critic import ActorCritic, EnvLoop, Policy, RandomPolicy, evaluate_policy
+from diamond_lite.atari import make_env
+from diamond_lite.data import SegmentSampler
+from diamond_lite.imagination import ImaginationEnv
+from diamond_lite.run_folder import load_run
+from diamond_lite.world_model import WorldModel
 
 
 def main() -> None:
@@ -52,7 +48,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    cfg, wm, rem, _, dataset, epoch = diag.load_run(args.run)
+    run = load_run(args.run)
+    cfg, wm, rem, dataset, epoch = run.cfg, run.world_model, run.rew_end_model, run.dataset, run.epoch
     if args.world_model:
         wm = WorldModel.load(args.world_model, game=cfg.game)
     wm.eval()
@@ -94,7 +91,7 @@ def main() -> None:
     agent = evaluate_policy(Policy(ac, epsilon=c.test_epsilon, seed=cfg.seed + args.updates), test_env, args.episodes,
                             max_steps=max_steps, desc="agent, real test episodes")  # fmt: skip
     random_env = make_env(cfg.game, split="test", seed=cfg.seed + 20_000)
-    random = evaluate_policy(_RandomPolicy(random_env, cfg.seed + 20_000), random_env, args.episodes, max_steps=max_steps,
+    random = evaluate_policy(RandomPolicy(random_env, cfg.seed + 20_000), random_env, args.episodes, max_steps=max_steps,
                              desc="random policy, same conditions")  # fmt: skip
     write({"actor_critic_updates": args.updates, "test_returns": agent, "test_mean": float(np.mean(agent)),
            "test_std": float(np.std(agent)), "random_returns": random, "random_mean": float(np.mean(random)),

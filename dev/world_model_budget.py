@@ -1,13 +1,14 @@
-"""How many world-model updates until imagination rewards as often as the real game? (issue 8, step (b) in
-docs/agent.md)
+"""How many world-model updates until imagination rewards as often as the real game?
+(docs/journal/world_model_on_course_budgets.md)
 
 Loads a run's newest checkpoint (models, optimisers and schedules), keeps its reward/end model and agent fixed, and
-trains only the world model further on the run's own data, exactly as the run's epochs do (same segments, batch size
-and recency weights). Every ``--every`` updates it checks whether the world model draws the real rewarding events one
-step ahead (``diagnose_imagination.one_step_at_rewards``: the reward/end model's p(reward) on the predicted next frame
-against the real one; seconds), and with ``--imagine`` also the reward rate of whole imagined episodes for a uniformly
-random policy and the run's agent (minutes). One JSON line per measurement goes to stdout and, with ``--jsonl``, is
-appended to that file, so a stopped study keeps what it measured; ``--strip`` saves the last measurement's frames.
+trains only the world model further on the run's own data, exactly as the run's epochs do (segments of the world
+model's ``segment_length``, the run's batch size and recency weights). Every ``--every`` updates it checks whether the
+world model draws the real rewarding events one step ahead (``diagnose_imagination.one_step_at_rewards``: the
+reward/end model's p(reward) on the predicted next frame against the real one; seconds), and with ``--imagine`` also
+the reward rate of whole imagined episodes for a uniformly random policy and the run's agent (minutes). One JSON line
+per measurement goes to stdout and, with ``--jsonl``, is appended to that file, so a stopped study keeps what it
+measured; ``--strip`` saves the last measurement's frames.
 
 ``--fresh-channels C`` instead trains a new world model from scratch on the same data (the run's configuration with
 the U-Net's channels set to C at every level, a fresh optimiser and warm-up): with the run's reward/end model as the
@@ -20,6 +21,10 @@ fixed set of training segments, with the same noise each time (``loss_held_out``
 learns, and how far it overfits the run's data), and the mean squared error of its sampled one-step predictions on
 held-out frames that moved, next to copying the last frame (``one_step_errors``). These need no judge, so a run whose
 reward/end model is untrained (a folder made with ``--max-epochs 0``) can be studied with ``--no-judge``.
+
+The journal's numbers (2026-11-22 to 2026-12-04) were measured with the one-term loss on segments of ``n + 1`` frames;
+since 2026-12-06 the loss adds DIAMOND's autoregressive term (``segment_length`` frames), so its losses are not
+comparable with them, while the one-step checks and one-step errors still are.
 
     python dev/world_model_budget.py runs/Seaquest-course --updates 3000 --every 300 --jsonl docs/x.jsonl
     python dev/world_model_budget.py runs/KungFuMaster-course --fresh-channels 64 --updates 1800 --every 300
@@ -43,7 +48,7 @@ import diagnose_imagination as diag  # noqa: E402
 from diamond_lite.atari import make_env  # noqa: E402
 from diamond_lite.component import read_checkpoint  # noqa: E402
 from diamond_lite.data import Collector, Dataset, SegmentSampler  # noqa: E402
-from diamond_lite.train import STATE_FORMAT  # noqa: E402
+from diamond_lite.run_folder import STATE_FORMAT, load_run  # noqa: E402
 from diamond_lite.world_model import WorldModel, one_step_errors  # noqa: E402
 
 HELD_OUT_SEED = 10_000  # a test-split game and action stream no run collects with
@@ -69,7 +74,7 @@ def fixed_loss(wm: WorldModel, batches: list[dict], seed: int) -> float:
     """The denoising loss over ``batches`` with the same noise levels and noises at every call."""
     generator = torch.Generator(wm.device).manual_seed(seed)
     wm.eval()
-    return sum(float(wm.loss(b, generator=generator)) for b in batches) / len(batches)
+    return sum(float(wm.loss(b, generator=generator)[0]) for b in batches) / len(batches)
 
 
 def main() -> None:
@@ -96,7 +101,8 @@ def main() -> None:
     if args.lr is not None and args.fresh_channels is None and args.start is None:
         parser.error("--lr applies to a fresh world model (--fresh-channels) or one --from a saved file")
     torch.manual_seed(args.seed)
-    cfg, wm, rem, ac, dataset, epoch = diag.load_run(args.run)
+    run = load_run(args.run)
+    cfg, wm, rem, ac, dataset, epoch = run.cfg, run.world_model, run.rew_end_model, run.actor_critic, run.dataset, run.epoch
     if args.start:
         wm = WorldModel.load(args.start, game=cfg.game)  # with its optimiser and learning-rate schedule
         if args.lr is not None:
@@ -110,18 +116,18 @@ def main() -> None:
         lr = cfg.world_model.lr if args.lr is None else args.lr
         wm = WorldModel(dataclasses.replace(cfg.world_model, unet=unet, lr=lr), game=cfg.game)
     else:
-        state = read_checkpoint(sorted(args.run.glob("checkpoints/epoch_*.pt"))[-1], STATE_FORMAT, "training run")
+        state = read_checkpoint(run.checkpoint, STATE_FORMAT, "training run")
         # continue the run's own optimiser and learning-rate schedule, not a fresh warm-up
         wm.optimizer.load_state_dict(state["optimizers"]["world_model"])
         wm.scheduler.load_state_dict(state["schedulers"]["world_model"])
         wm.num_updates = state["num_updates"]["world_model"]
     t = cfg.training_world_model
-    sampler = SegmentSampler(dataset, cfg.world_model.num_steps_conditioning + 1, t.batch_size, t.sample_weights, seed=args.seed)
+    sampler = SegmentSampler(dataset, wm.segment_length, t.batch_size, t.sample_weights, seed=args.seed)
     real = diag.real_reward_rate(dataset)
     n = cfg.world_model.num_actions
     if args.held_out:
         held_out = held_out_dataset(args.run, cfg.game, args.held_out)
-        length = cfg.world_model.num_steps_conditioning + 1
+        length = wm.segment_length  # the loss's own segments: n frames of context, the target, one per autoregressive step
         fixed = {"held_out": fixed_batches(held_out, length, 32, 16, seed=1), "train_fixed": fixed_batches(dataset, length, 32, 16, seed=2)}
 
     def measure(done: int, losses: list[float], seconds: float) -> None:
@@ -154,7 +160,8 @@ def main() -> None:
     measure(0, [], 0.0)
     losses, started = [], time.perf_counter()
     for done in range(1, args.updates + 1):
-        losses.append(float(wm.train_step(sampler.sample().to_torch(wm.device))))
+        loss, _ = wm.train_step(sampler.sample().to_torch(wm.device))
+        losses.append(float(loss))
         if done % args.every == 0:
             measure(done, losses, time.perf_counter() - started)
             losses, started = [], time.perf_counter()
