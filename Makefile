@@ -9,7 +9,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 .PHONY: setup lab test test-browser notebooks pretrain train clean
 PROFILE ?= course
 # Notebooks 00-06 and their pretrained models use Breakout; the full run's default game is Krull, chosen by
-# measurement (docs/agent.md, session 22; diamond_lite.COURSE_RUN_GAME, which a test compares).
+# measurement (docs/results.md, Krull; diamond_lite.COURSE_RUN_GAME, which a test compares).
 PRETRAIN_GAME := $(or $(GAME),Breakout)
 RUN_GAME := $(or $(GAME),Krull)
 OUT ?= runs/$(RUN_GAME)-$(PROFILE)
@@ -31,7 +31,7 @@ lab: setup
 # Unit tests, then every notebook under nbval in the smoke profile. Lax mode: a cell fails only by
 # raising, since outputs (timings, tqdm on stderr) legitimately differ from the committed ones.
 # TEST_WORKERS processes (pytest-xdist) share the tests, one torch thread each: two threads per process on two
-# cores would stall each other (docs/benchmarks.md). --dist loadscope hands out whole test modules and whole
+# cores would stall each other (docs/performance.md, "The test suite"). --dist loadscope hands out whole test modules and whole
 # notebooks (nbval's cells must run in order in one kernel).
 TEST_WORKERS ?= 2
 test: setup
@@ -47,16 +47,17 @@ test-browser: setup
 notebooks: setup
 	$(PY) -m diamond_lite.run_notebooks --profile course $(NOTEBOOKS)
 
-# Trains the course-profile models for GAME (default Breakout) into data/checkpoints/: DIAMOND's EDM world model for
-# 30 minutes on a laptop CPU, the same model trained without its autoregressive term for the same time (notebook 02's
-# comparison), the reward/termination model for 60, then the DDPM baseline of notebook 04 for the EDM model's number
-# of updates on the same data.
+# Trains the course-profile models for GAME (default Breakout) into data/checkpoints/, each for a number of updates
+# (about 30 minutes each on a 2-core laptop CPU with bf16 instructions; docs/results.md): DIAMOND's EDM world model
+# (2,500 updates of its two loss terms), the same model without its autoregressive term for as much compute (5,000
+# updates of one term: notebook 02's comparison), the reward/termination model for 60 minutes, then the DDPM baseline
+# of notebook 04 for the EDM model's number of updates on the same data.
 pretrain: setup
-	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --minutes 30
-	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --minutes 30 --autoregressive-steps 0 \
-		--out data/checkpoints/$(PRETRAIN_GAME)_world_model_one_term_course.pt
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --max-steps 2500 --minutes 300
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --max-steps 5000 --minutes 300 \
+		--autoregressive-steps 0 --out data/checkpoints/$(PRETRAIN_GAME)_world_model_one_term_course.pt
 	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind rew_end_model --minutes 60
-	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind ddpm_world_model --minutes 60 \
+	$(PY) -m diamond_lite.pretrain --game $(PRETRAIN_GAME) --profile course --kind ddpm_world_model --minutes 300 \
 		--max-steps $$($(PY) -c "import json; print(json.load(open('data/checkpoints/$(PRETRAIN_GAME)_world_model_course.json'))['updates'])")
 
 # A full DIAMOND run (python -m diamond_lite.train): `make train` (Krull, course) or `make train GAME=Pong PROFILE=paper`. Continues the run in OUT

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from .component import Component, PlainConfig
-from .rew_end import init_lstm
+from .rew_end import HORIZON, init_lstm
 from .unet import GROUP_NORM_EPS, num_groups
 
 CHECKPOINT_FORMAT = "diamond_lite.actor_critic/1"
@@ -52,7 +52,7 @@ class ActorCriticConfig(PlainConfig):
     lambda_: float = 0.95
     weight_value_loss: float = 1.0
     weight_entropy_loss: float = 0.001
-    backup_every: int = 15
+    backup_every: int = HORIZON  # DIAMOND's actor_critic_loss.backup_every: one update per imagined horizon
     # optimiser
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -284,6 +284,47 @@ class Policy:
         obs = torch.from_numpy(np.ascontiguousarray(frame)).to(self.model.device).permute(2, 0, 1)[None].float().div(127.5).sub(1)
         logits, _, self.state = self.model(obs, self.state)
         return int(epsilon_greedy(logits, self.epsilon, self.generator, self.temperature)[0])
+
+
+class RandomPolicy:
+    """Uniformly random actions, from the environment's own action space (seeded): the first collection's policy,
+    and the yardstick of every evaluation."""
+
+    def __init__(self, env, seed: int) -> None:
+        self.space = env.action_space
+        self.space.seed(seed)
+
+    def __call__(self, frame) -> int:
+        return int(self.space.sample())
+
+
+class CountingPolicy:
+    """Wraps a policy and counts the actions it picks (``counts``)."""
+
+    def __init__(self, policy, num_actions: int) -> None:
+        self.policy, self.counts = policy, np.zeros(num_actions, dtype=np.int64)
+
+    def reset(self) -> None:
+        if hasattr(self.policy, "reset"):
+            self.policy.reset()
+
+    def __call__(self, frame) -> int:
+        action = self.policy(frame)
+        self.counts[action] += 1
+        return action
+
+
+class BlindPolicy:
+    """A policy that never looks at the frame: each action drawn independently with fixed probabilities. With an
+    agent's own action frequencies it is the agent's *blind twin*: what the agent scores above it, it owes to reading
+    the frame rather than to preferring some actions."""
+
+    def __init__(self, probs, seed: int) -> None:
+        self.probs = np.asarray(probs, dtype=np.float64) / np.sum(probs)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, frame) -> int:
+        return int(self.rng.choice(len(self.probs), p=self.probs))
 
 
 def actor_critic_config(profile: str, num_actions: int) -> ActorCriticConfig:

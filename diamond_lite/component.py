@@ -24,11 +24,53 @@ from .faults import crash_point
 from .optim import make_optimizer, warmup_schedule
 
 
-def fast_defaults(device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels-last) where they make the paper-size U-Net faster: measured in
-    ``docs/benchmarks.md`` (CPU with native bf16: forward 2.6 s -> 0.94 s at batch 32; GPU: both help)."""
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device a run asks for: ``auto`` is CUDA, else Apple's MPS, else the CPU; ``cuda:1`` picks a GPU.
+
+    A device this torch build or machine lacks is refused with a ``ValueError`` that says so and names the devices
+    this machine has, rather than failing later inside torch."""
+    name = str(name).strip().lower()
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    available = ", ".join(["auto"] + [d for d in ("cuda", "mps", "cpu") if has[d]])
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+    kind = name.split(":")[0]
+    if kind not in has:
+        raise ValueError(f"unknown device {name!r}; accepted: {', '.join(DEVICES)} (here: {available})")
+    if not has[kind]:
+        why = "this torch was built without CUDA, or sees no GPU" if kind == "cuda" else "this machine has no Apple GPU"
+        raise ValueError(f"--device {name}: {why}; devices here: {available}")
+    device = torch.device(name)
+    if kind == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def prepare_device(name: str = "auto") -> torch.device:
+    """:func:`resolve_device`, and on CUDA DIAMOND's arithmetic: fp32 with TF32 matrix products (its trainer sets
+    ``torch.backends.cuda.matmul.allow_tf32``; TF32 convolutions are torch's default)."""
+    device = resolve_device(name)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(), True
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return device
+
+
+def autocast_for(precision: str) -> bool | None:
+    """The ``autocast`` argument of a model for a run's ``precision``: ``auto`` lets :func:`fast_defaults` decide."""
+    return {"auto": None, "bf16": True, "fp32": False}[precision]
+
+
+def fast_defaults(device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels-last) by default on ``device``. A GPU trains in fp32 (TF32 products), as DIAMOND
+    does: bf16 there is a switch (``--set precision=bf16``) until its loss curves are shown equal (docs/performance.md).
+    A CPU that computes bf16 natively trains under bf16 autocast, measured 2.8x faster at the paper size (a forward
+    pass 2.6 s -> 0.94 s at batch 32), with the loss curves of both in docs/performance.md; other CPUs stay in fp32.
+    Channels-last helps everywhere."""
+    if device.type != "cpu":
+        return False, True
     try:
         native_bf16 = torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") and _cpu_has_bf16()
     except Exception:  # an old torch or an unknown CPU: stay in fp32
@@ -73,6 +115,9 @@ class Component(nn.Module):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self, self.cfg.lr, self.cfg.weight_decay, self.cfg.eps)
+        # the first update whose loss was not finite, and that loss (-1 and 0 while there is none; update)
+        self._first_bad_update = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._first_bad_loss = torch.zeros((), device=self.device)
         self.scheduler = warmup_schedule(self.optimizer, self.cfg.lr_warmup_steps,
                                          step_after=self.cfg.lr_step_after, step_factor=self.cfg.lr_step_factor)
 
@@ -90,18 +135,35 @@ class Component(nn.Module):
     def update(self, loss: Tensor) -> Tensor:
         """One AdamW step on ``loss`` (clipped to ``cfg.max_grad_norm``); returns the loss, detached.
 
-        A NaN or infinite loss raises ``FloatingPointError`` before any weight changes, so the last
-        checkpoint and the model in memory stay good.
+        A NaN or infinite loss changes no weight, and :meth:`check_finite` (called by training loops before they
+        write a checkpoint and after each model's updates of an epoch) then raises ``FloatingPointError``: the last
+        checkpoint and the model in memory stay good. With the fused AdamW kernel (CPU and CUDA) the bad step is
+        skipped on the device, the way torch's ``GradScaler`` skips one, so no update waits for the device to say
+        whether its loss was finite; other optimisers check at once.
         """
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach())
+        fused = self.optimizer.defaults.get("fused")
+        if not fused and not finite:
             raise FloatingPointError(f"{type(self).__name__} loss is {loss.item()} at update {self.num_updates}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.max_grad_norm)
+        if fused:
+            self.optimizer.found_inf = (~finite).float()  # 1 skips the whole step, moments and step count included
+            first_bad = ~finite & (self._first_bad_update < 0)
+            self._first_bad_update = torch.where(first_bad, self.num_updates, self._first_bad_update)
+            self._first_bad_loss = torch.where(first_bad, loss.detach().float(), self._first_bad_loss)
         self.optimizer.step()
         self.scheduler.step()
         self.num_updates += 1
         return loss.detach()
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` if an update since the model was made had a NaN or infinite loss (it changed
+        no weight). The one place training waits for the device to say so."""
+        if self._first_bad_update.item() >= 0:
+            raise FloatingPointError(f"{type(self).__name__} loss is {self._first_bad_loss.item()} at update "
+                                     f"{self._first_bad_update.item()}")  # fmt: skip
 
     # -- checkpoints -------------------------------------------------------------------------------
 

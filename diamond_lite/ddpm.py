@@ -294,18 +294,20 @@ class DDPMWorldModel(WorldModel):
         """``n + 1``: the branch trains one term per segment (no autoregressive term)."""
         return self.n + 1
 
-    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The branch's eps-prediction loss on segments of length ``n + 1``: the first ``n`` frames and actions
-        condition, the last frame is ``x0``; padded targets are masked. Draw order: offset noise, noise, ``t``."""
+        condition, the last frame is ``x0``; padded targets are masked. Draw order: offset noise, noise, ``t``.
+        No metrics beside the loss."""
         obs, act, mask = batch["obs"].to(self.device), batch["act"].to(self.device), batch["mask"].to(self.device)
         n = self.n
         if obs.shape[1] != n + 1:
             raise ValueError(f"DDPM world-model segments have length n + 1 = {n + 1}, got {obs.shape[1]}")
         with self._autocast():
-            return ddpm_loss(
+            loss = ddpm_loss(
                 self._eps_fn(obs[:, :n], act[:, :n]), obs[:, n], self.alphas_cumprod,
                 sigma_offset_noise=self.cfg.denoiser.sigma_offset_noise, generator=generator, mask=mask[:, n],
-            ).float()  # fmt: skip
+            )  # fmt: skip
+        return loss.float(), {}
 
     # -- prediction --------------------------------------------------------------------------------
 

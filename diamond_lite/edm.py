@@ -267,7 +267,7 @@ class Denoiser(nn.Module):
         The mask weighs each sample's error rather than indexing the batch, so nothing waits for the
         device to say how many samples are kept.
         Draw order with ``generator``: sigma (if drawn), then the noises of :meth:`apply_noise`.
-        ``network``, when given, runs in place of ``inner`` (the same module compiled: ``WorldModel.compile_training``).
+        ``network``, when given, runs in place of ``inner`` (the same module compiled: ``speedups.compile_training``).
 
         ``return_denoised`` also returns the denoised estimate ``D(x_noisy, sigma)`` of this very draw, clamped,
         snapped to the 8-bit grid and without gradient, as DIAMOND's ``Denoiser.forward`` keeps it to condition its

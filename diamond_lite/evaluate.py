@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import scores
+from . import memory, scores
+from .run_folder import read_log
 
 COMPARED = ("DIAMOND", "IRIS")
 
@@ -35,41 +36,43 @@ def run_result(run_dir: str | Path, episodes: int = 10, progress: bool = True) -
     return fresh_result(run_dir, episodes, with_random=False, progress=progress, seed_offset=20_000)
 
 
-def fresh_result(run_dir: str | Path, episodes: int, *, with_random: bool = True, progress: bool = True,
-                 seed_offset: int = 30_000) -> dict:
+def fresh_result(run_dir: str | Path, episodes: int, *, with_random: bool = True, with_blind: bool = False,
+                 progress: bool = True, seed_offset: int = 30_000) -> dict:
     """``episodes`` new test episodes of the run's newest checkpoint (ε = the run's test ε, the run's step cap), and
     with ``with_random`` as many of a uniformly random policy in the same conditions: a larger evaluation than the
     run's final one, on other seeds (``cfg.seed + seed_offset`` and up; the final evaluation used 10,000 + epoch and
-    20,000), to narrow the interval of the difference without reusing its episodes."""
-    from .actor_critic import ActorCritic, Policy, evaluate_policy
-    from .atari import make_env
-    from .component import read_checkpoint
-    from .train import STATE_FORMAT, RunConfig, _RandomPolicy
+    20,000), to narrow the interval of the difference without reusing its episodes.
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    checkpoints = sorted(run_dir.glob("checkpoints/epoch_*.pt"))
-    if not checkpoints:
-        raise ValueError(f"{run_dir} has neither results.json nor a checkpoint")
-    state = read_checkpoint(checkpoints[-1], STATE_FORMAT, "training run")
-    agent = ActorCritic(cfg.actor_critic, game=cfg.game)
-    agent.load_state_dict(state["models"]["actor_critic"])
+    ``with_blind`` also plays the agent's *blind twin* (``actor_critic.BlindPolicy``) as many episodes: a policy that
+    draws each action from the agent's own action frequencies in those episodes, never looking at the frame. The
+    question DIAMOND's paper is about, whether the agent uses what it sees, is whether it beats its twin."""
+    from .actor_critic import BlindPolicy, CountingPolicy, Policy, RandomPolicy, evaluate_policy
+    from .atari import make_env
+    from .run_folder import load_run
+
+    loaded = load_run(run_dir)
+    cfg, agent = loaded.cfg, loaded.actor_critic
     max_steps = cfg.collection.test_max_steps or None
     env = make_env(cfg.game, split="test", seed=cfg.seed + seed_offset)
-    returns = evaluate_policy(Policy(agent, epsilon=cfg.collection.test_epsilon, seed=cfg.seed + seed_offset), env, episodes,
-                              max_steps=max_steps, progress=progress, desc="agent")  # fmt: skip
-    out = {"game": cfg.game, "profile": cfg.profile, "seed": cfg.seed, "epochs": state["epoch"], "env_steps": state["env_steps"],
+    policy = CountingPolicy(Policy(agent, epsilon=cfg.collection.test_epsilon, seed=cfg.seed + seed_offset), env.action_space.n)
+    returns = evaluate_policy(policy, env, episodes, max_steps=max_steps, progress=progress, desc="agent")
+    out = {"game": cfg.game, "profile": cfg.profile, "seed": cfg.seed, "epochs": loaded.epoch, "env_steps": loaded.env_steps,
            "returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
            "hns": scores.human_normalized_score(cfg.game, float(np.mean(returns)))}  # fmt: skip
     if not (run_dir / "results.json").exists():
         out["unfinished"] = True
     if with_random:
         env = make_env(cfg.game, split="test", seed=cfg.seed + seed_offset + 1)
-        baseline = evaluate_policy(_RandomPolicy(env, cfg.seed + seed_offset + 1), env, episodes, max_steps=max_steps,
+        baseline = evaluate_policy(RandomPolicy(env, cfg.seed + seed_offset + 1), env, episodes, max_steps=max_steps,
                                    progress=progress, desc="random policy")  # fmt: skip
         out.update(random_returns=baseline, random_mean=float(np.mean(baseline)), random_std=float(np.std(baseline)))
+    if with_blind:
+        frequencies = policy.counts / policy.counts.sum()
+        env = make_env(cfg.game, split="test", seed=cfg.seed + seed_offset + 2)
+        blind = evaluate_policy(BlindPolicy(frequencies, cfg.seed + seed_offset + 2), env, episodes, max_steps=max_steps,
+                                progress=progress, desc="blind twin")  # fmt: skip
+        out.update(action_frequencies=dict(zip(env.action_names, frequencies.round(4).tolist())), blind_returns=blind,
+                   blind_mean=float(np.mean(blind)), blind_std=float(np.std(blind)))  # fmt: skip
     return out
 
 
@@ -82,10 +85,18 @@ def versus_random(result: dict) -> dict | None:
     return scores.difference_ci(result["returns"], result["random_returns"])
 
 
-def format_versus_random(result: dict, d: dict) -> str:
+def versus_blind(result: dict) -> dict | None:
+    """The agent's returns against its blind twin's (``fresh_result(with_blind=True)``), as :func:`versus_random`."""
+    if not result.get("blind_returns"):
+        return None
+    return scores.difference_ci(result["returns"], result["blind_returns"])
+
+
+def format_versus_random(result: dict, d: dict, other: str = "random") -> str:
     verdict = "a clear margin" if d["low"] > 0 else ("clearly worse" if d["high"] < 0 else "no clear difference")
-    return (f"{result['game']} seed {result.get('seed', 0)}: agent {np.mean(result['returns']):.1f} against random "
-            f"{np.mean(result['random_returns']):.1f} over {len(result['returns'])} and {len(result['random_returns'])} "
+    label = {"random": "random", "blind": "its blind twin"}[other]
+    return (f"{result['game']} seed {result.get('seed', 0)}: agent {np.mean(result['returns']):.1f} against {label} "
+            f"{np.mean(result[f'{other}_returns']):.1f} over {len(result['returns'])} and {len(result[f'{other}_returns'])} "
             f"episodes, difference {d['difference']:+.1f}, 95% bootstrap interval [{d['low']:+.1f}, {d['high']:+.1f}] "
             f"({100 * d['share_at_or_below_zero']:.0f}% of draws <= 0): {verdict}")
 
@@ -159,89 +170,6 @@ def plot(summary: dict, path: str | Path | None = None):
     return fig
 
 
-def read_log(run_dir: str | Path) -> list[dict]:
-    """The events of a run, one per line of its ``metrics.jsonl``; a line cut short by a crash is skipped."""
-    events = []
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
-
-
-MODELS = ("world_model", "rew_end_model", "actor_critic")
-IN_AN_EPOCH = ("collect", "evaluate") + tuple(f"train_{name}" for name in MODELS)
-
-
-def time_projection(log: list[dict], schedule) -> dict:
-    """How long a whole run of ``schedule`` (a ``train.RunConfig``) takes, from the costs a run measured.
-
-    From ``log`` (a run's events): each model's seconds per update, over the epochs after the first when there are
-    some (the first epoch's are the same updates, but a cold start and the machine's other work weigh more there);
-    the seconds per real step of collection, with the random policy (first collection) and with the agent; the
-    seconds per test episode; and what else an epoch spends (checkpoints, logging: the epoch's time less its parts).
-    ``schedule`` may be another run's configuration with the same models and batch sizes: a short measuring run
-    projects the paper profile's 1000 epochs. The first collection is the run's own where it fits the schedule, else
-    ``first_epoch_min`` steps (a game whose random play rarely scores collects up to ``first_epoch_max``); a test
-    episode takes the measured mean time, though a better agent plays longer games. Returns seconds per part and in
-    all (``total_s``).
-    """
-    epochs = {e["epoch"]: e for e in log if e["event"] == "epoch"}
-    if not epochs:
-        raise ValueError("the log holds no finished epoch to measure")
-    later = [k for k in epochs if k >= 2] or list(epochs)
-    per_update = {}
-    for name in MODELS:
-        chosen = [e for e in log if e["event"] == f"train_{name}" and e["epoch"] in later and e.get("steps")]
-        steps = sum(e["steps"] for e in chosen)
-        per_update[name] = sum(e["seconds"] for e in chosen) / steps if steps else 0.0
-
-    def rate(events: list[dict], unit: str) -> float | None:
-        count = sum(len(e["returns"]) if unit == "episodes" else e["steps"] for e in events)
-        return sum(e["seconds"] for e in events) / count if count and all("seconds" in e for e in events) else None
-
-    random_step = rate([e for e in log if e["event"] == "first_collection"], "steps")
-    agent_step = rate([e for e in log if e["event"] == "collect"], "steps")
-    episode = rate([e for e in log if e["event"] in ("evaluate", "final_evaluation")], "episodes")
-    rest = []
-    for k in later:
-        parts = [e.get("seconds", 0.0) for e in log if e["epoch"] == k and e["event"] in IN_AN_EPOCH]
-        rest.append(max(0.0, epochs[k]["seconds"] - sum(parts)))
-    other = float(np.median(rest))
-    c, s = schedule.collection, schedule
-    trainings = {name: getattr(s, f"training_{name}") for name in MODELS}
-    collected = sum(e["steps"] for e in log if e["event"] == "first_collection")
-    first_steps = collected if c.first_epoch_min <= collected <= c.first_epoch_max else min(c.first_epoch_min, c.num_steps_total)
-    collecting = -(-max(0, c.num_steps_total - first_steps) // c.steps_per_epoch)
-    num_epochs = collecting + s.num_final_epochs
-    train_first = sum(trainings[m].steps_first_epoch * per_update[m] for m in MODELS)
-    train_epoch = sum(trainings[m].steps_per_epoch * per_update[m] for m in MODELS)
-    parts = {
-        "first_collection_s": first_steps * (random_step or agent_step or 0.0),
-        "first_epoch_training_s": train_first,
-        "later_epochs_training_s": (num_epochs - 1) * train_epoch,
-        "collection_s": collecting * c.steps_per_epoch * (agent_step or random_step or 0.0),
-        "evaluations_s": ((num_epochs // s.evaluation_every) * c.test_episodes + 2 * c.final_test_episodes) * (episode or 0.0),
-        "other_s": num_epochs * other,
-    }
-    return {"epochs": num_epochs, "seconds_per_update": per_update, "seconds_per_random_step": random_step,
-            "seconds_per_agent_step": agent_step, "seconds_per_test_episode": episode, "other_s_per_epoch": other,
-            "epoch_s": train_epoch + c.steps_per_epoch * (agent_step or 0.0) + other, **parts, "total_s": sum(parts.values()),
-            "measured_epochs": sorted(later)}  # fmt: skip
-
-
-def format_projection(p: dict) -> str:
-    hours = lambda seconds: f"{seconds / 3600:.2f} h"  # noqa: E731
-    per = ", ".join(f"{name} {seconds:.3g} s" for name, seconds in p["seconds_per_update"].items())
-    lines = [f"measured over epochs {p['measured_epochs'][0]}-{p['measured_epochs'][-1]}: per update {per}",
-             f"a later epoch: {p['epoch_s']:.1f} s; the first epoch's training: {hours(p['first_epoch_training_s'])}",
-             f"{p['epochs']} epochs in all: {hours(p['total_s'])} (later epochs' training {hours(p['later_epochs_training_s'])}, "
-             f"collection {hours(p['first_collection_s'] + p['collection_s'])}, evaluations {hours(p['evaluations_s'])}, "
-             f"other {hours(p['other_s'])})"]  # fmt: skip
-    return "\n".join(lines)
-
-
 CURVES = (("train_world_model", "loss", "world-model loss"), ("train_rew_end_model", "loss", "reward/end loss"),
           ("train_actor_critic", "return", "λ-return in imagination"), ("train_actor_critic", "entropy", "policy entropy"),
           ("evaluate", "mean", "real test return"))  # fmt: skip
@@ -304,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", type=int, default=None, metavar="N",
                         help="score each run over N new test episodes of its newest checkpoint and N of a random policy "
                              "in the same conditions (other seeds than its final evaluation), instead of its results.json")
+    parser.add_argument("--blind", action="store_true",
+                        help="with --fresh: also N episodes of the agent's blind twin, a policy that draws actions from the "
+                             "agent's own frequencies without looking at the frame (does the agent use what it sees?)")
     parser.add_argument("--json", type=Path, default=None, help="write the summary here")
     parser.add_argument("--plot", type=Path, default=None, help="save the per-game plot here (PNG)")
     parser.add_argument("--curves", type=Path, default=None, metavar="PNG",
@@ -312,23 +243,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="project how long the (first) run takes in all, or a run of PROFILE on the same game "
                              "(the same models and batches: a short measuring run projects the paper run)")
     args = parser.parse_args(argv)
+    memory.keep_freed_memory()  # freed memory stays in the process: faster steps on a CPU (diamond_lite.memory)
     if args.time is not None:
         return _print_projection(args.runs[0], args.time)
     try:
         if args.fresh is not None and args.fresh < 1:
             raise ValueError(f"--fresh takes a number of episodes >= 1, not {args.fresh}")
-        results = [fresh_result(r, args.fresh) if args.fresh else run_result(r, args.episodes) for r in args.runs]
+        if args.blind and not args.fresh:
+            raise ValueError("--blind plays new episodes: give their number with --fresh N")
+        results = [fresh_result(r, args.fresh, with_blind=args.blind) if args.fresh else run_result(r, args.episodes)
+                   for r in args.runs]  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     summary = summarize(results)
     print(table(summary))
     versus = [versus_random(r) for r in results]
-    for r, d in zip(results, versus):
+    blind = [versus_blind(r) for r in results]
+    for r, d, b in zip(results, versus, blind):
         if d is not None:
             print(format_versus_random(r, d))
+        if b is not None:
+            print(format_versus_random(r, b, "blind"), "| its most frequent actions:",
+                  ", ".join(f"{name} {p:.0%}" for name, p in sorted(r["action_frequencies"].items(), key=lambda kv: -kv[1])[:3]))
     if args.json:
-        args.json.write_text(json.dumps({"runs": results, "versus_random": versus, **summary}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"runs": results, "versus_random": versus, "versus_blind": blind, **summary}, indent=1) + "\n")
     if args.plot or args.curves:
         import matplotlib
 
@@ -341,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_projection(run_dir: Path, profile: str) -> int:
-    from .train import RunConfig, run_config
+    from .bench import MODELS, format_projection, time_projection
+    from .config import RunConfig, run_config
 
     try:
         cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .data import SegmentSampler
-from .rew_end import RewEndModel
+from .rew_end import HORIZON, RewEndModel
 from .world_model import WorldModel
 
 
@@ -40,7 +40,7 @@ class ImaginationEnv:
         sampler: SegmentSampler,
         *,
         num_envs: int,
-        horizon: int = 15,
+        horizon: int = HORIZON,
         num_denoising_steps: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:

@@ -6,8 +6,9 @@
   has one for the parameters' device: same arithmetic (tested), fewer passes over memory.
 * A linear warm-up of the learning rate from 0 over the first ``warmup_steps`` updates, then constant
   (DIAMOND). Optionally one step down after ``step_after`` updates (``step_factor`` times the rate): the course
-  profile's world model trains at 10x DIAMOND's rate for its first epoch, then at DIAMOND's (docs/agent.md,
-  session 17: at a constant 1e-3 its held-out loss stalls; a step to 1e-4 cuts it by a quarter or more).
+  profile's world model trains at 10x DIAMOND's rate for its first epoch, then at DIAMOND's (docs/journal/
+  learning_rates.md, 2026-12-03: at a constant 1e-3 its held-out loss stalls; a step to 1e-4 cuts it by a quarter or
+  more).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .data import Dataset, Episode, SegmentSampler
+from .rew_end import HORIZON
 
 ENVIRONMENTS = ("world model", "real test", "real train")
 CONTROLLERS = ("human", "policy")
@@ -39,7 +40,7 @@ class Player:
         replay: Dataset,
         game: str,
         *,
-        horizon: int = 15,
+        horizon: int = HORIZON,
         num_denoising_steps: int = 3,
         record_dir: str | Path | None = None,
         seed: int = 0,

@@ -25,22 +25,48 @@ from pathlib import Path
 
 import torch
 
+from . import memory
 from .atari import check_game, make_env
 from .bench import machine
+from .component import autocast_for
+from .config import PRECISIONS
 from .data import Collector, Dataset, SegmentSampler
 from .profiles import COURSE_GAME, PROFILES, Profile
 from .ddpm import DDPMWorldModel
-from .rew_end import RewEndModel, evaluate, rew_end_config
+from .rew_end import HORIZON, RewEndModel, evaluate, rew_end_config
 from .world_model import WorldModel, dream_errors, one_step_errors, world_model_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "data" / "checkpoints"
 KINDS = {"world_model": WorldModel, "ddpm_world_model": DDPMWorldModel, "rew_end_model": RewEndModel}
-HORIZON = 15  # the imagination horizon: the reward/end model trains on segments of horizon + 4 (DIAMOND)
 
 
 def checkpoint_path(game: str, profile: str, kind: str = "world_model") -> Path:
     return CHECKPOINTS / f"{game}_{kind}_{profile}.pt"
+
+
+def load_or_train(kind: str, game: str, profile: str, cfg, data: Dataset | None = None, *, updates: int = 0,
+                  batch_size: int = 8, name: str | None = None):  # fmt: skip
+    """The model of ``kind`` that ``make pretrain`` shipped for ``game`` and ``profile`` (``name`` overrides the file's
+    kind, e.g. ``world_model_one_term``), checked against ``cfg``; without one, a model of ``cfg`` trained for
+    ``updates`` quick steps on ``data`` from seed 0: enough to run a notebook, not to reproduce its result (what every
+    notebook says when it happens). Prints which it is."""
+    from tqdm.auto import tqdm
+
+    path = checkpoint_path(game, profile, name or kind)
+    if path.exists():
+        model = KINDS[kind].load(path, game=game, config=cfg)
+        print(f"loaded {path.name}: {model.num_updates:,} updates")
+        return model
+    torch.manual_seed(0)
+    model = KINDS[kind](cfg, game=game)
+    if updates and data is not None:
+        length = HORIZON + 4 if kind == "rew_end_model" else model.segment_length  # DIAMOND's seq_length: H + n
+        sampler = SegmentSampler(data, length, batch_size, sample_weights=None, seed=0, can_sample_beyond_end=kind == "rew_end_model")
+        for _ in tqdm(range(updates), desc=f"no {path.name}: a quick {kind}"):
+            model.train_step(sampler.sample().to_torch(model.device))
+    print(f"no {path.name}: a {type(model).__name__} trained for {model.num_updates} quick updates stands in")
+    return model
 
 
 def collect_random(game: str, directory: Path, num_steps: int, seed: int, split: str = "train") -> Dataset:
@@ -80,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autoregressive-steps", type=int, default=None,
                         help="the EDM world model's autoregressive training terms (default: the profile's, DIAMOND's 1)")
     parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="score this world model on the held-out data; train nothing")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="the models' arithmetic, as a run's --set precision=... (auto: bf16 autocast on a CPU with native bf16)")
     args = parser.parse_args(argv)
+    memory.keep_freed_memory()  # freed memory stays in the process: faster steps on a CPU (diamond_lite.memory)
     game = check_game(args.game)
     profile = Profile(args.profile)
     torch.manual_seed(args.seed)
@@ -101,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     num_actions = make_env(game).action_space.n
     batch_size = args.batch_size or profile.pick(smoke=4, course=16, paper=32)
     if args.kind == "rew_end_model":
-        model = RewEndModel(rew_end_config(profile.name, num_actions), game=game)
+        model = RewEndModel(rew_end_config(profile.name, num_actions), game=game, autocast=autocast_for(args.precision))
         sampler = SegmentSampler(train_data, HORIZON + 4, batch_size, sample_weights=None, seed=args.seed, can_sample_beyond_end=True)
     else:
         cfg = world_model_config(profile.name, num_actions)
         if args.autoregressive_steps is not None:
             cfg.num_autoregressive_steps = args.autoregressive_steps
-        model = KINDS[args.kind](cfg, game=game)
+        model = KINDS[args.kind](cfg, game=game, autocast=autocast_for(args.precision))
         sampler = SegmentSampler(train_data, model.segment_length, batch_size, sample_weights=None, seed=args.seed)
     started = time.monotonic()
     deadline = started + 60 * args.minutes
@@ -116,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     recent, mean = [], float("nan")  # losses stay on the device until logged: no sync per step on a GPU
     with open(log_path, "w") as log, tqdm(desc=f"train {args.kind}", unit="step") as bar:
         while time.monotonic() < deadline and (args.max_steps is None or model.num_updates < args.max_steps):
-            loss = model.train_step(sampler.sample().to_torch(model.device))
-            recent.append(loss[0] if isinstance(loss, tuple) else loss)  # the reward/end model adds its metrics
+            loss, _ = model.train_step(sampler.sample().to_torch(model.device))
+            recent.append(loss)
             bar.update(1)
             if model.num_updates % 50 == 0:
+                model.check_finite()
                 mean, recent = torch.stack(recent).mean().item(), []
                 bar.set_postfix(loss=f"{mean:.4f}")
                 log.write(json.dumps({"step": model.num_updates, "loss": mean, "seconds": round(time.monotonic() - started, 1)}) + "\n")
@@ -131,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         errors |= {k: result[k].tolist() for k in ("confusion_rew", "confusion_end")}
     else:
         errors = world_model_scores(model, test_data, profile)
+    model.check_finite()
     model.save(out, half=True)
     report = {"game": game, "profile": profile.name, "kind": args.kind, "updates": model.num_updates, "batch_size": batch_size,
               **({"num_autoregressive_steps": model.cfg.num_autoregressive_steps} if args.kind == "world_model" else {}),
+              "precision": args.precision, "bf16_autocast": model.use_autocast,
               "minutes": args.minutes, "seconds": round(time.monotonic() - started), "train_steps": train_data.num_steps, "parameters": model.num_parameters(),
               "final_loss": torch.stack(recent).mean().item() if recent else mean, **errors, "machine": machine(),
               "curve": learning_curve(log_path)}  # fmt: skip

@@ -22,7 +22,7 @@ ENV_VAR = "DIAMOND_PROFILE"
 
 # The game of notebooks 00-06 and of the pretrained models in data/checkpoints/: its frames are easy to read.
 COURSE_GAME = "Breakout"
-# The default game of the full run (notebook 07, `make train`), chosen by measurement (docs/agent.md, session 22):
+# The default game of the full run (notebook 07, `make train`), chosen by measurement (docs/results.md, Krull):
 # its random play earns a reward on 10.6% of steps, so the course world model sees thousands of rewarding transitions
 # in its few thousand updates (KungFuMaster's 0.57%, Frostbite's 2.1% and Seaquest's 0.67% were too rare for it to
 # draw), and the course actor-critic trained on the real game alone beats a random policy clearly (the model-free

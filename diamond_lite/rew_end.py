@@ -33,6 +33,10 @@ from torch import Tensor, nn
 from .component import Component, PlainConfig
 from .unet import Downsample, ResBlock
 
+# DIAMOND's imagination horizon H (config/trainer.yaml, world_model_env.horizon): an imagined episode lasts at most
+# HORIZON steps, and the reward/end model trains on segments of HORIZON + 4 steps (the 4 conditioning frames first).
+HORIZON = 15
+
 CHECKPOINT_FORMAT = "diamond_lite.rew_end_model/1"
 REWARD_CLASSES = (-1, 0, 1)
 
@@ -156,16 +160,17 @@ class RewEndModel(Component):
         rew, end = batch["rew"].to(self.device), batch["end"].to(self.device)
         logits_rew, logits_end, _ = self(obs[:, :-1], act[:, :-1], obs[:, 1:])
         mask = mask[:, :-1]
-        target_rew = rew[:, :-1][mask].sign().long() + 1  # {-1, 0, +1} -> classes {0, 1, 2}
-        target_end = end[:, :-1][mask].long()
-        logits_rew, logits_end = logits_rew[mask], logits_end[mask]
-        loss_rew = F.cross_entropy(logits_rew, target_rew)
-        loss_end = F.cross_entropy(logits_end, target_end)
+        target_rew = rew[:, :-1].sign().long() + 1  # {-1, 0, +1} -> classes {0, 1, 2}
+        target_end = end[:, :-1].long()
+        # Padded steps are weighed out rather than indexed away: the same means, and nothing waits for the device
+        # to count the real steps.
+        loss_rew = masked_cross_entropy(logits_rew, target_rew, mask)
+        loss_end = masked_cross_entropy(logits_end, target_end, mask)
         metrics = {
             "loss_rew": loss_rew.detach(),
             "loss_end": loss_end.detach(),
-            "confusion_rew": confusion_matrix(target_rew, logits_rew.argmax(-1), 3),
-            "confusion_end": confusion_matrix(target_end, logits_end.argmax(-1), 2),
+            "confusion_rew": confusion_matrix(target_rew, logits_rew.argmax(-1), 3, mask),
+            "confusion_end": confusion_matrix(target_end, logits_end.argmax(-1), 2, mask),
         }
         return loss_rew + loss_end, metrics
 
@@ -202,9 +207,21 @@ def _sample_categorical(logits: Tensor, generator: torch.Generator | None) -> Te
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
 
-def confusion_matrix(target: Tensor, predicted: Tensor, num_classes: int) -> Tensor:
-    """``C[i, j]``: how many steps of true class ``i`` were predicted as class ``j`` (computed on the device)."""
-    return torch.bincount(target * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+def masked_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """The mean cross-entropy over the steps ``mask`` keeps: ``F.cross_entropy(logits[mask], target[mask])``
+    without boolean indexing (``logits`` ``(B, T, K)``, ``target`` and ``mask`` ``(B, T)``)."""
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction="none")
+    keep = mask.flatten()
+    return torch.where(keep, ce, 0.0).sum() / keep.sum().clamp(min=1)
+
+
+def confusion_matrix(target: Tensor, predicted: Tensor, num_classes: int, mask: Tensor | None = None) -> Tensor:
+    """``C[i, j]``: how many steps of true class ``i`` (and kept by ``mask``) were predicted as class ``j``. Counted
+    on the device with a fixed-size sum (``bincount`` would first ask the device for the largest index)."""
+    index = (target * num_classes + predicted).flatten()
+    weight = torch.ones_like(index) if mask is None else mask.flatten().long()
+    counts = torch.zeros(num_classes**2, dtype=torch.long, device=index.device).index_add_(0, index, weight)
+    return counts.reshape(num_classes, num_classes)
 
 
 def precision_recall(confusion: np.ndarray | Tensor) -> dict[str, np.ndarray]:
@@ -232,7 +249,7 @@ def rew_end_config(profile: str, num_actions: int) -> RewEndConfig:
 
 
 @torch.no_grad()
-def predict_episode(model: RewEndModel, episode, *, burn_in: int = 3, window: int = 15, batch_size: int = 32) -> dict[str, np.ndarray]:
+def predict_episode(model: RewEndModel, episode, *, burn_in: int = 3, window: int = HORIZON, batch_size: int = 32) -> dict[str, np.ndarray]:
     """Predicted reward and end probabilities for every step of ``episode``, the way imagination uses the
     model: windows of ``window`` steps (the horizon), each after a burn-in over the ``burn_in`` transitions
     before it, from a zero state. Returns ``probs_rew`` ``(T, 3)``, ``probs_end`` ``(T, 2)`` and the truth.

@@ -1,45 +1,35 @@
 """The full DIAMOND loop on one Atari game (Alonso et al. 2024, Algorithm 1; notebook 07).
 
-    python -m diamond_lite.train --game Breakout --profile course --out runs/breakout
-    python -m diamond_lite.train --resume runs/breakout
+    python -m diamond_lite.train --game Krull --profile course --out runs/krull
+    python -m diamond_lite.train --resume runs/krull
 
-The schedule, as DIAMOND's ``src/trainer.py`` runs it:
+Algorithm 1 of the paper, as DIAMOND's ``src/trainer.py`` schedules it:
 
 1. **First collection**: a random policy plays until the data holds at least ``first_epoch_min`` steps and
-   ``first_epoch_threshold_rew`` non-zero rewards of the rarer signs, or ``first_epoch_max`` steps.
-   The remaining budget of real steps fixes the number of collecting epochs.
-2. **Each epoch**: collect ``steps_per_epoch`` real steps with the current policy (ε = 0.01); train the world
-   model, the reward/termination model and the actor-critic (in imagination) for their number of steps each
-   (more in the first epoch); every ``evaluation_every`` epochs, play test episodes (ε = 0); save a checkpoint.
+   ``first_epoch_threshold_rew`` non-zero rewards of the rarer signs, or ``first_epoch_max`` steps. The remaining
+   budget of real steps fixes the number of collecting epochs.
+2. **Each epoch**: collect ``steps_per_epoch`` real steps with the current policy (ε = 0.01); update the world model,
+   then the reward/termination model, each on segments of the replay data, then the actor-critic in imagination
+   (the first epoch gives each model a longer budget); every ``evaluation_every`` epochs, play test episodes (ε = 0).
 3. After the collecting epochs, ``num_final_epochs`` more epochs of training only; then a final evaluation over
-   ``final_test_episodes`` test episodes (100 in the paper).
+   ``final_test_episodes`` test episodes (100 in the paper), beside a random policy's.
 
 ``--model-free`` trains the actor-critic on the real game only (batched real environments), DIAMOND's switch.
 
-The run folder holds ``config.json``, ``dataset/`` (one file per episode, written as it is collected),
-``checkpoints/`` (everything needed to resume, written atomically after each epoch, the newest few kept, and
-inside a long epoch every ``checkpoint_every_minutes`` as ``epoch_N.partial.pt``),
-``metrics.jsonl`` (one JSON line per event) and ``results.json`` (the final evaluation). ``--resume`` continues
-after the last checkpoint: every collected episode kept (steps played after the checkpoint count toward the epoch
-that played them, so the run's total of real steps does not change), models, optimisers, counters and random states
-restored, and the metrics log cut back to that epoch so it continues without gaps or duplicates. The game itself
-restarts: an episode cut by the crash stays in the data, unfinished, and a new one begins.
+The configuration is ``diamond_lite.config`` (profiles, ``--set``); the run's folder, its checkpoints, metrics log and
+random streams are ``diamond_lite.run_folder``. ``--resume`` continues after the last checkpoint, even one written
+inside an epoch: every collected episode kept (steps played after the checkpoint count toward the epoch that played
+them, so the run's total of real steps does not change), models, optimisers, counters and random streams restored,
+and the metrics log cut back to that point. The game itself restarts: an episode cut by the crash stays in the data,
+unfinished, and a new one begins.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import contextlib
-import dataclasses
 import json
-import os
-import random
-import shutil
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,281 +37,93 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .actor_critic import ActorCritic, ActorCriticConfig, EnvLoop, Policy, actor_critic_config, evaluate_policy
-from .atari import check_game, make_env
-from .component import config_diff, read_checkpoint, write_atomic
+from . import memory
+from .actor_critic import ActorCritic, EnvLoop, Policy, RandomPolicy, evaluate_policy
+from .component import autocast_for, config_diff, prepare_device
+from .config import PRECISIONS, RunConfig, apply_overrides, run_config
 from .data import Collector, Dataset, SegmentSampler
 from .faults import crash_point
 from .imagination import ImaginationEnv, RealVectorEnv
-from .profiles import PROFILES, Profile
-from .rew_end import RewEndConfig, RewEndModel, rew_end_config
-from .scores import human_normalized_score
-from .world_model import WorldModel, WorldModelConfig, world_model_config
+from .profiles import PROFILES
+from .rew_end import RewEndModel
+from .run_folder import STATE_FORMAT, RunFolder, read_config, rng_state, seed_everything, set_rng_state, to_device
+from .speedups import compile_sampling, compile_training
+from .world_model import WorldModel
 
-STATE_FORMAT = "diamond_lite.train_state/1"
-# Disk per real step in the dataset, generously: a compressed 64x64 frame takes 180 B in Breakout, 250 B in Qbert.
-BYTES_PER_STEP = 2_000
-
-# The Freeway trick. In Freeway a point needs a long run of mostly UP moves; a policy sampled at temperature 1 from
-# near-uniform logits wanders and rarely scores, so the data hardly ever shows a reward. DIAMOND follows IRIS here
-# (Micheli et al. 2023, Appendix; DIAMOND issue #34, where its authors confirm the trick is lowering the policy's
-# sampling temperature): on Freeway only, real data is collected at a low temperature, so a slight preference for
-# UP becomes a consistent one. We could not read the appendix's value from here; 0.01 is our choice (docs/agent.md).
-FREEWAY_TEMPERATURE = 0.01
-
-
-# -- configuration ---------------------------------------------------------------------------------
-
-
-@dataclass
-class ComponentTraining:
-    """How much one model trains (DIAMOND ``config/trainer.yaml``, ``<model>.training``)."""
-
-    steps_first_epoch: int
-    steps_per_epoch: int = 400
-    batch_size: int = 32
-    sample_weights: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1, 0.7])
-
-
-@dataclass
-class CollectionConfig:
-    """Real-environment budgets (DIAMOND ``collection``): 100k agent steps, 100 per epoch."""
-
-    num_steps_total: int = 100_000
-    steps_per_epoch: int = 100
-    first_epoch_min: int = 5_000
-    first_epoch_max: int = 10_000
-    first_epoch_threshold_rew: int = 10
-    epsilon: float = 0.01
-    test_epsilon: float = 0.0
-    test_episodes: int = 4
-    final_test_episodes: int = 100
-    test_max_steps: int = 0  # 0: no cap but the game's own 108k-frame limit (the paper)
-    # The policy's sampling temperature when collecting real data: 1 except on Freeway (FREEWAY_TEMPERATURE)
-    temperature: float = 1.0
-
-
-@dataclass
-class RunConfig:
-    """Everything a run depends on. ``run_config(game, profile)`` fills it; ``--set`` overrides any field."""
-
-    game: str
-    profile: str
-    world_model: WorldModelConfig
-    rew_end_model: RewEndConfig
-    actor_critic: ActorCriticConfig
-    training_world_model: ComponentTraining
-    training_rew_end_model: ComponentTraining
-    training_actor_critic: ComponentTraining
-    collection: CollectionConfig = field(default_factory=CollectionConfig)
-    seed: int = 0
-    model_free: bool = False
-    horizon: int = 15
-    num_denoising_steps: int = 3
-    num_final_epochs: int = 50
-    evaluation_every: int = 10
-    checkpoints_to_keep: int = 3
-    # torch.compile the denoiser, for its train steps and for imagination (WorldModel.compile_training and
-    # compile_sampling). Measured on 2-core CPUs (docs/benchmarks.md): at the paper size on an AMX Xeon (session 23)
-    # the train step 1.12x and the actor-critic step 1.19x faster, after 79 + 34 s of compiling; at the course size
-    # on an EPYC (session 4) the actor-critic step no faster. Off in every profile, since a notebook or a short run
-    # would spend minutes compiling and no GPU has measured it; `--set compile=True` for a long run
-    compile: bool = False
-    # Inside an epoch, a checkpoint at most this often (a whole one is written after every epoch anyway): the first
-    # epoch trains each model for its long first budget (half an hour in the course profile on a 2-core CPU, 25,000
-    # updates in the paper's), which a crash must not take back. 0 writes one after every update (the tests).
-    checkpoint_every_minutes: float = 10.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        d = dict(d)
-        d["world_model"] = WorldModelConfig.from_dict(d["world_model"])
-        d["rew_end_model"] = RewEndConfig.from_dict(d["rew_end_model"])
-        d["actor_critic"] = ActorCriticConfig.from_dict(d["actor_critic"])
-        for key in ("training_world_model", "training_rew_end_model", "training_actor_critic"):
-            d[key] = ComponentTraining(**d[key])
-        d["collection"] = CollectionConfig(**d["collection"])
-        return cls(**d)
-
-
-def run_config(game: str, profile: str) -> RunConfig:
-    """The run of each profile. ``paper`` is DIAMOND's, unchanged (``data/diamond_hyperparameters.json`` is the
-    table a test compares it with). ``course`` shrinks the models and budgets to run on a 2-core CPU in about two
-    hours with bf16 instructions (about four with AVX2 only, measured: docs/agent.md, session 16); ``smoke`` runs end
-    to end in seconds for CI. The algorithm is the same in all three."""
-    game = check_game(game)
-    p = Profile(profile)
-    num_actions = int(make_env(game).action_space.n)
-    budgets = p.pick(
-        smoke=dict(first=(4, 4, 4), per_epoch=(2, 2, 2), batch=(2, 2, 2)),
-        # course: sized from measured CPU costs (world model 0.37 s, reward/end 0.68 s at batch 16; actor-critic with
-        # imagination about 3 s at batch 8) to about two hours, giving the reward/end model enough updates to leave
-        # its plateau (about 2,200 at batch 16, docs/agent.md)
-        course=dict(first=(1500, 1500, 100), per_epoch=(30, 30, 9), batch=(16, 16, 8)),
-        paper=dict(first=(10_000, 10_000, 5_000), per_epoch=(400, 400, 400), batch=(32, 32, 32)),
-    )
-    trainings = [ComponentTraining(f, s, b) for f, s, b in zip(budgets["first"], budgets["per_epoch"], budgets["batch"])]
-    collection = p.pick(
-        smoke=CollectionConfig(num_steps_total=300, steps_per_epoch=50, first_epoch_min=200, first_epoch_max=250,
-                               test_episodes=1, final_test_episodes=1, test_max_steps=200),
-        # course: 20,000 random first steps, so the reward/end model sees enough hits to recognise new ones
-        # (docs/agent.md, sessions 12-13); they cost under a minute. 80 epochs of 100 steps follow, 28,000 in all.
-        course=CollectionConfig(num_steps_total=28_000, steps_per_epoch=100, first_epoch_min=20_000, first_epoch_max=20_000,
-                                test_episodes=4, final_test_episodes=20, test_max_steps=5_000),
-        paper=CollectionConfig(),
-    )  # fmt: skip
-    if game == "Freeway":
-        collection.temperature = FREEWAY_TEMPERATURE
-    wm_cfg, rew_end_cfg = world_model_config(p.name, num_actions), rew_end_config(p.name, num_actions)
-    if p.name == "course":
-        # Ten times DIAMOND's learning rate: with the course's few thousand updates, both models are far from
-        # converged at 1e-4 (docs/agent.md, sessions 12-13: the reward/end model stays on its plateau, the world
-        # model's held-out loss after 500 updates is 6x higher); at 1e-3 a whole course run trained stably (session 16).
-        wm_cfg.lr = rew_end_cfg.lr = 1e-3
-    return RunConfig(
-        game=game,
-        profile=p.name,
-        world_model=wm_cfg,
-        rew_end_model=rew_end_cfg,
-        actor_critic=actor_critic_config(p.name, num_actions),
-        training_world_model=trainings[0],
-        training_rew_end_model=trainings[1],
-        training_actor_critic=trainings[2],
-        collection=collection,
-        num_final_epochs=p.pick(smoke=1, course=10, paper=50),
-        evaluation_every=p.pick(smoke=2, course=10, paper=10),
-    )
-
-
-def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """``key=value`` overrides of any field, by dotted path (``world_model.lr=3e-4``, ``seed=1``).
-
-    The value is a Python literal of the field's type; an unknown key, or a value of another type, raises a
-    ``ValueError`` that names the key and what it accepts.
-    """
-    d = cfg.to_dict()
-    leaves = dict(_leaves(d))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value")
-        if key not in leaves:
-            close = [k for k in leaves if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; accepted keys: {', '.join(sorted(leaves))}"
-            raise ValueError(f"unknown configuration key {key!r}{hint}")
-        if key in ("game", "profile"):
-            raise ValueError(f"{key!r} is set by --{key}, not by --set")
-        current = leaves[key]
-        try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            value = text.strip()
-            if isinstance(current, float) and value.lower() in ("inf", "-inf", "nan"):
-                value = float(value)  # not Python literals, but floats a field may take (sampler.s_tmax = inf)
-        value = _check_type(key, current, value)
-        target = d
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target[part]
-        target[last] = value
-        leaves[key] = value
-    return RunConfig.from_dict(d)
-
-
-def _leaves(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _leaves(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
-def _type_name(value) -> str:
-    if isinstance(value, list):
-        inner = {_type_name(v) for v in value} or {"value"}
-        return f"a list of {' or '.join(sorted(inner))}"
-    return {bool: "a bool (True or False)", int: "an int", float: "a float", str: "a string"}.get(type(value), type(value).__name__)
-
-
-def _conforms(current, value) -> bool:
-    """Whether ``value`` may replace ``current``: the same type (an int where a float is expected is fine)."""
-    if isinstance(current, bool):
-        return isinstance(value, bool)
-    if isinstance(current, (int, float, str)):
-        accepted = {int: (int,), float: (int, float), str: (str,)}[type(current)]
-        return isinstance(value, accepted) and not isinstance(value, bool)
-    if isinstance(current, list):
-        return isinstance(value, list) and (not current or all(_conforms(current[0], v) for v in value))
-    return False
-
-
-def _check_type(key: str, current, value):
-    if not _conforms(current, value):
-        raise ValueError(f"--set {key}={value!r}: {key} takes {_type_name(current)} (now {current!r})")
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, list) and current and isinstance(current[0], float):
-        return [float(v) for v in value]
-    return value
-
-
-# -- the run ---------------------------------------------------------------------------------------
+MODELS = ("world_model", "rew_end_model", "actor_critic")
 
 
 class Run:
-    """One training run in its folder: models, data, samplers, imagination, counters, log (module docstring)."""
+    """One training run: its models, data, samplers, imagination and counters, in its ``RunFolder``."""
 
-    def __init__(self, cfg: RunConfig, out: str | Path, device: str = "cpu", *, progress: bool = True) -> None:
-        self.cfg, self.dir, self.progress = cfg, Path(out), progress
-        self.device = torch.device(device)
-        self._check_writable()
-        (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for stale in (self.dir / "checkpoints").glob(".*.tmp"):
-            stale.unlink(missing_ok=True)  # a checkpoint write cut short by a crash; the previous one stands
-        config_path = self.dir / "config.json"
-        if not config_path.exists():
-            _write_text_atomic(config_path, json.dumps(cfg.to_dict(), indent=1) + "\n")
-        _seed_everything(cfg.seed)
-        self.dataset = Dataset(self.dir / "dataset" / "train")
-        game, seed = cfg.game, cfg.seed
-        self.world_model = WorldModel(cfg.world_model, self.device, game=game)
+    def __init__(self, cfg: RunConfig, out: str | Path, device: str | torch.device = "cpu", *, progress: bool = True,
+                 make_env=None) -> None:  # fmt: skip
+        """``make_env(game, split=..., seed=...)`` builds the real games (default: ``atari.make_env``; ``bench`` times a
+        run on a stand-in game where no emulator is installed)."""
+        if make_env is None:
+            from .atari import make_env
+        self.cfg, self.progress, self.make_env = cfg, progress, make_env
+        self.device = prepare_device(str(device))  # before any file: a bad --device leaves no folder behind
+        self.folder = RunFolder(out)
+        self.dir = self.folder.dir
+        self.folder.write_config(cfg)
+        seed_everything(cfg.seed)
+        game, seed, autocast = cfg.game, cfg.seed, autocast_for(cfg.precision)
+        self.dataset = Dataset(self.folder.dataset_dir)
+
+        # The three models of Algorithm 1
+        self.world_model = WorldModel(cfg.world_model, self.device, game=game, autocast=autocast)
+        self.rew_end_model = RewEndModel(cfg.rew_end_model, self.device, game=game, autocast=autocast)
+        self.actor_critic = ActorCritic(cfg.actor_critic, self.device, game=game, autocast=autocast)
         if cfg.compile and not cfg.model_free:
-            self.world_model.compile_training()
-            self.world_model.compile_sampling()
-        self.rew_end_model = RewEndModel(cfg.rew_end_model, self.device, game=game)
-        self.actor_critic = ActorCritic(cfg.actor_critic, self.device, game=game)
+            compile_training(self.world_model)
+            compile_sampling(self.world_model)
+
+        # Real data: the collecting policy plays the training game into the dataset
         self.policy = Policy(self.actor_critic, epsilon=cfg.collection.epsilon, seed=seed, temperature=cfg.collection.temperature)
-        self.collector = Collector(make_env(game, split="train", seed=seed), self.dataset, self.policy, seed=seed)
-        t = cfg.training_world_model, cfg.training_rew_end_model, cfg.training_actor_critic
+        self.collector = Collector(self.make_env(game, split="train", seed=seed), self.dataset, self.policy, seed=seed)
+
+        # What each model trains on: segments of the replay data, or the actor-critic's episodes in imagination
         n = cfg.world_model.num_steps_conditioning
+        t = {name: getattr(cfg, f"training_{name}") for name in MODELS}
         self.samplers = {
-            "world_model": SegmentSampler(self.dataset, self.world_model.segment_length, t[0].batch_size, t[0].sample_weights, seed=seed),
-            "rew_end_model": SegmentSampler(self.dataset, cfg.horizon + n, t[1].batch_size, t[1].sample_weights, seed=seed + 1,
-                                            can_sample_beyond_end=True),  # fmt: skip
-            "actor_critic": SegmentSampler(self.dataset, n, t[2].batch_size, t[2].sample_weights, seed=seed + 2),
-        }
+            "world_model": SegmentSampler(self.dataset, self.world_model.segment_length, t["world_model"].batch_size,
+                                          t["world_model"].sample_weights, seed=seed),
+            "rew_end_model": SegmentSampler(self.dataset, cfg.horizon + n, t["rew_end_model"].batch_size,
+                                            t["rew_end_model"].sample_weights, seed=seed + 1, can_sample_beyond_end=True),
+            "actor_critic": SegmentSampler(self.dataset, n, t["actor_critic"].batch_size, t["actor_critic"].sample_weights,
+                                           seed=seed + 2),
+        }  # fmt: skip
         if cfg.model_free:
-            envs = [make_env(game, split="train", seed=seed + 1000 + i) for i in range(t[2].batch_size)]
-            rl_env = RealVectorEnv(envs, self.device)
+            rl_env = RealVectorEnv([self.make_env(game, split="train", seed=seed + 1000 + i) for i in range(t["actor_critic"].batch_size)],
+                                   self.device)  # fmt: skip
         else:
-            rl_env = ImaginationEnv(self.world_model, self.rew_end_model, self.samplers["actor_critic"], num_envs=t[2].batch_size,
-                                    horizon=cfg.horizon, num_denoising_steps=cfg.num_denoising_steps)  # fmt: skip
-        self.env_loop = EnvLoop(rl_env, self.actor_critic)
-        self._check_free_space()
+            rl_env = ImaginationEnv(self.world_model, self.rew_end_model, self.samplers["actor_critic"],
+                                    num_envs=t["actor_critic"].batch_size, horizon=cfg.horizon,
+                                    num_denoising_steps=cfg.num_denoising_steps)  # fmt: skip
+        env_loop = EnvLoop(rl_env, self.actor_critic)
+        # One contract for the three models: loss, metrics = model.train_step(inputs())
+        self.inputs = {
+            "world_model": lambda: self.samplers["world_model"].sample().to_torch(self.device),
+            "rew_end_model": lambda: self.samplers["rew_end_model"].sample().to_torch(self.device),
+            "actor_critic": lambda: env_loop,
+        }
+        self.trained = ("actor_critic",) if cfg.model_free else MODELS
+
+        models = [getattr(self, name) for name in MODELS]
+        checkpoint_bytes = sum(p.numel() * p.element_size() * 3 for m in models for p in m.parameters())  # weights + 2 Adam moments
+        steps_left = max(0, cfg.collection.num_steps_total - self.dataset.num_steps)
+        self.folder.check_free_space(checkpoint_bytes, cfg.checkpoints_to_keep + 1, steps_left)
         self.epoch = 0
         self.num_epochs_collect: int | None = None
         self.env_steps_at_checkpoint = self.dataset.num_steps
         self.test_returns: list[float] = []
         self._in_epoch: dict | None = None  # where a run resumed from inside an epoch stopped (``resume``)
         self._epoch_started = self._last_save = time.monotonic()
-        if not any(self.dir.glob("checkpoints/epoch_*.pt")):
+        if not self.folder.has_checkpoint():
             self.save_checkpoint()  # so that a run killed during its first collection can resume too
 
-    # -- the schedule ------------------------------------------------------------------------------
+    # -- Algorithm 1 -------------------------------------------------------------------------------
 
     @property
     def num_epochs(self) -> int | None:
@@ -338,8 +140,7 @@ class Run:
         done_here = 0
         while self.epoch < self.num_epochs and (max_epochs is None or done_here < max_epochs):
             self.epoch += 1
-            resumed_seconds = self._in_epoch["seconds"] if self._in_epoch else 0.0
-            self._epoch_started = time.monotonic() - resumed_seconds
+            self._epoch_started = time.monotonic() - (self._in_epoch["seconds"] if self._in_epoch else 0.0)
             if self.epoch <= self.num_epochs_collect and not self.cfg.model_free:
                 # Steps saved after the last checkpoint (a run killed during this epoch, then resumed) count toward
                 # this epoch's share: a resumed run plays as many real steps as an uninterrupted one.
@@ -354,7 +155,7 @@ class Run:
             done_here += 1
             bar.update(1)
             if self.epoch == 1:
-                # The first epoch trains every model for its much longer first-epoch budget; left in, its time would
+                # The first epoch trains every model for its much longer first budget; left in, its time would
                 # inflate tqdm's rate estimate, and the ETA, for the next dozen epochs.
                 _restart_rate(bar)
             latest = f"{np.mean(self.test_returns):.1f}" if self.test_returns else "-"
@@ -370,73 +171,62 @@ class Run:
         if self.cfg.model_free:
             self.num_epochs_collect = max(1, c.num_steps_total // c.steps_per_epoch)
             return
-        random_policy = self.collector.policy
-        self.collector.policy = _RandomPolicy(self.collector.env, self.cfg.seed)
+        agent_policy = self.collector.policy
+        self.collector.policy = RandomPolicy(self.collector.env, self.cfg.seed)
         missing = c.first_epoch_min - self.dataset.num_steps
         if missing > 0:
             self.collect(missing, event="first_collection")
         while self.dataset.num_steps < c.first_epoch_max and _minority_rewards(self.dataset) < c.first_epoch_threshold_rew:
             self.collect(c.steps_per_epoch, event="first_collection")
-        self.collector.policy = random_policy
+        self.collector.policy = agent_policy
         remaining = max(0, c.num_steps_total - self.dataset.num_steps)
         self.num_epochs_collect = -(-remaining // c.steps_per_epoch)
 
     def collect(self, num_steps: int, event: str = "collect") -> None:
         started = time.monotonic()
-        with self._storage("an episode of the dataset"):
+        with self.folder.storage("an episode of the dataset"):
             finished = self.collector.collect(num_steps=num_steps, progress=False)
-        returns = [e["score"] for e in finished]
-        self.log(event, steps=num_steps, env_steps=self.dataset.num_steps, episodes=len(finished), returns=returns,
-                 seconds=round(time.monotonic() - started, 2))  # fmt: skip
+        self.log(event, steps=num_steps, env_steps=self.dataset.num_steps, episodes=len(finished),
+                 returns=[e["score"] for e in finished], seconds=round(time.monotonic() - started, 2))  # fmt: skip
 
     def train_models(self) -> dict[str, float]:
-        """Each model's steps for this epoch (the first epoch's budget in epoch 1); the mean losses.
+        """Each model's updates for this epoch (the first epoch's budget in epoch 1), in Algorithm 1's order; returns
+        the mean losses.
 
         Every ``checkpoint_every_minutes`` it writes a checkpoint of the epoch so far (``save_checkpoint(in_epoch=...)``):
         the models that finished, and the one under way with its losses, so that a resumed run goes on from that update."""
-        cfg, first = self.cfg, self.epoch == 1
-        plan = [("actor_critic", cfg.training_actor_critic)] if cfg.model_free else [
-            ("world_model", cfg.training_world_model), ("rew_end_model", cfg.training_rew_end_model),
-            ("actor_critic", cfg.training_actor_critic)]  # fmt: skip
+        first, every = self.epoch == 1, self.cfg.checkpoint_every_minutes * 60
         resumed, self._in_epoch = self._in_epoch or {}, None
         means = dict(resumed.get("means", {}))
-        every = cfg.checkpoint_every_minutes * 60
-        for name, training in plan:
+        for name in self.trained:
             if name in means:
                 continue  # finished before the checkpoint this run resumed from; its log record is kept
+            model, training = getattr(self, name), getattr(self.cfg, f"training_{name}")
             steps = training.steps_first_epoch if first else training.steps_per_epoch
-            losses, extra, seconds_before = [], {}, 0.0
+            losses, metrics, seconds_before = [], {}, 0.0
             if resumed.get("current") == name:
-                losses, extra, seconds_before = list(resumed["losses"]), resumed["extra"], resumed["current_seconds"]
+                losses, metrics, seconds_before = list(resumed["losses"]), resumed["extra"], resumed["current_seconds"]
             started = time.monotonic() - seconds_before
             for _ in tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc=f"epoch {self.epoch}: {name}",
                           unit="update", leave=False, disable=not self.progress):  # fmt: skip
                 crash_point(f"train_{name}")
-                if name == "world_model":
-                    losses.append(self.world_model.train_step(self.samplers[name].sample().to_torch(self.device)))
-                elif name == "rew_end_model":
-                    loss, metrics = self.rew_end_model.train_step(self.samplers[name].sample().to_torch(self.device))
-                    losses.append(loss)
-                    for k in ("confusion_rew", "confusion_end"):
-                        extra[k] = extra.get(k, 0) + metrics[k]
-                else:
-                    loss, metrics = self.actor_critic.train_step(self.env_loop)
-                    losses.append(loss)
-                    for k in ("return", "entropy", "loss_values", "reward"):
-                        extra.setdefault(k, []).append(metrics[k])
+                loss, step_metrics = model.train_step(self.inputs[name]())
+                losses.append(loss)
+                _accumulate(metrics, step_metrics)
                 if time.monotonic() - self._last_save >= every:
                     self.save_checkpoint(in_epoch={"means": means, "current": name, "losses": torch.stack(losses),
-                                                   "extra": extra, "current_seconds": time.monotonic() - started})  # fmt: skip
+                                                   "extra": metrics, "current_seconds": time.monotonic() - started})  # fmt: skip
             if not losses:
                 continue
-            means[name] = torch.stack(losses).mean().item()  # one host sync per model per epoch
-            summary = {k: (v.tolist() if k.startswith("confusion") else torch.stack(v).mean().item()) for k, v in extra.items()}
-            self.log(f"train_{name}", steps=steps, loss=means[name], seconds=round(time.monotonic() - started, 2), **summary)
+            model.check_finite()
+            means[name] = torch.stack(losses).mean().item()  # one wait for the device per model per epoch
+            self.log(f"train_{name}", steps=steps, loss=means[name], seconds=round(time.monotonic() - started, 2),
+                     **_summarize(metrics))  # fmt: skip
         return means
 
     def evaluate(self, num_episodes: int, event: str = "evaluate") -> list[float]:
         c = self.cfg.collection
-        env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 10_000 + self.epoch)
+        env = self.make_env(self.cfg.game, split="test", seed=self.cfg.seed + 10_000 + self.epoch)
         policy = Policy(self.actor_critic, epsilon=c.test_epsilon, seed=self.cfg.seed + self.epoch)
         started = time.monotonic()
         # a whole game per episode: minutes in the course profile, so it gets its own bar under the epoch's
@@ -451,62 +241,47 @@ class Run:
         """Returns of a uniformly random policy over the same number of test episodes, under the same step cap:
         the yardstick a short run must clear (the published random scores are over whole 108k-frame games)."""
         c = self.cfg.collection
-        env = make_env(self.cfg.game, split="test", seed=self.cfg.seed + 20_000)
+        env = self.make_env(self.cfg.game, split="test", seed=self.cfg.seed + 20_000)
         started = time.monotonic()
-        returns = evaluate_policy(_RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, max_steps=c.test_max_steps or None,
+        returns = evaluate_policy(RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, max_steps=c.test_max_steps or None,
                                   progress=self.progress, desc="random baseline", leave=False)  # fmt: skip
         self.log("random_baseline", returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)),
                  seconds=round(time.monotonic() - started, 2))
         return returns
 
     def final_evaluation(self) -> dict:
-        if (self.dir / "results.json").exists():  # a finished run, resumed again
-            return json.loads((self.dir / "results.json").read_text())
+        from .scores import human_normalized_score
+
+        done = self.folder.read_results()
+        if done is not None:  # a finished run, resumed again
+            return done
         returns = self.evaluate(self.cfg.collection.final_test_episodes, event="final_evaluation")
         baseline = self.random_baseline(self.cfg.collection.final_test_episodes)
         results = {"game": self.cfg.game, "profile": self.cfg.profile, "seed": self.cfg.seed, "epochs": self.epoch,
                    "env_steps": self.dataset.num_steps, "returns": returns, "mean": float(np.mean(returns)),
                    "std": float(np.std(returns)), "hns": float(human_normalized_score(self.cfg.game, float(np.mean(returns)))),
                    "random_returns": baseline, "random_mean": float(np.mean(baseline)), "random_std": float(np.std(baseline))}  # fmt: skip
-        _write_text_atomic(self.dir / "results.json", json.dumps(results, indent=1) + "\n")
+        self.folder.write_results(results)
         return results
 
-    # -- log, checkpoints, resume ------------------------------------------------------------------
+    # -- the log, checkpoints and resuming (the files are diamond_lite.run_folder's) ----------------
 
     def log(self, event: str, *, at_epoch: int | None = None, **values: Any) -> None:
-        record = {"event": event, "epoch": self.epoch if at_epoch is None else at_epoch, "time": round(time.time(), 2), **values}
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in values.items():
-                if key == "returns" and value:
-                    writer.add_scalar(f"{event}/mean_return", float(np.mean(value)), self.epoch)
-                elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(f"{event}/{key}", value, self.epoch)
-            writer.flush()
+        epoch = self.epoch if at_epoch is None else at_epoch
+        self.folder.log({"event": event, "epoch": epoch, "time": round(time.time(), 2), **values}, step=self.epoch)
 
-    def _tensorboard(self):
-        """A TensorBoard writer into ``<run>/tensorboard`` when the ``tensorboard`` package is installed, else None
-        (metrics.jsonl is the record either way)."""
-        if not hasattr(self, "_writer"):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.dir / "tensorboard"))
-            except ImportError:
-                self._writer = None
-        return self._writer
+    def _random_streams(self) -> tuple:
+        return self.samplers, self.policy, self.collector.env.action_space, self.device
 
     def save_checkpoint(self, in_epoch: dict | None = None) -> Path:
-        """Models, optimisers, counters and every random state, in one file written atomically.
+        """Models, optimisers, counters and every random stream, in one file written atomically.
 
         After an epoch: ``epoch_N.pt``, the newest ``checkpoints_to_keep`` kept. Inside epoch N (``in_epoch``, from
         ``train_models``): ``epoch_N.partial.pt``, which holds the last finished epoch's counters plus how far epoch N
         got (its collection is done, so the real steps are those of the epoch's start); the next whole one replaces it."""
-        models = {name: getattr(self, name) for name in ("world_model", "rew_end_model", "actor_critic")}
+        models = {name: getattr(self, name) for name in MODELS}
+        for model in models.values():
+            model.check_finite()  # never a checkpoint after an update whose loss was not finite
         partial = in_epoch is not None
         payload = {
             "format": STATE_FORMAT,
@@ -518,51 +293,28 @@ class Run:
             "optimizers": {k: m.optimizer.state_dict() for k, m in models.items()},
             "schedulers": {k: m.scheduler.state_dict() for k, m in models.items()},
             "num_updates": {k: m.num_updates for k, m in models.items()},
-            "rng": _rng_state(self),
+            "rng": rng_state(*self._random_streams()),
         }
         if partial:
-            log = self.dir / "metrics.jsonl"
             payload["in_epoch"] = {"epoch": self.epoch, "seconds": time.monotonic() - self._epoch_started,
-                                   "log_lines": len(log.read_text().splitlines()) if log.exists() else 0, **in_epoch}  # fmt: skip
-        path = self.dir / "checkpoints" / f"epoch_{self.epoch:05d}{'.partial' if partial else ''}.pt"
-        with self._storage(f"the checkpoint {path.name}"):
-            write_atomic(payload, path)
+                                   "log_lines": self.folder.log_lines(), **in_epoch}  # fmt: skip
+        path = self.folder.write_checkpoint(payload, self.epoch, partial=partial, keep=self.cfg.checkpoints_to_keep)
         self._last_save = time.monotonic()
         if not partial:
             self.env_steps_at_checkpoint = payload["env_steps"]
-            for old in self.dir.glob("checkpoints/epoch_*.partial.pt"):
-                old.unlink(missing_ok=True)
-            for old in _whole_checkpoints(self.dir)[: -self.cfg.checkpoints_to_keep]:
-                old.unlink(missing_ok=True)
         return path
 
     @classmethod
-    def resume(cls, out: str | Path, device: str = "cpu", *, progress: bool = True) -> Run:
+    def resume(cls, out: str | Path, device: str | torch.device = "cpu", *, progress: bool = True, make_env=None) -> Run:
         """The run in ``out``, restored from its newest checkpoint that loads (one written inside an epoch included:
-        the run then goes on from that update)."""
-        out = Path(out)
-        config_path = out / "config.json"
-        if not config_path.exists():
-            raise ValueError(f"{out} is not a run folder (no config.json)")
-        cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
-        candidates = sorted(out.glob("checkpoints/epoch_*.pt"), reverse=True)
-        if not candidates:
-            raise ValueError(f"{out} has no checkpoint to resume from")
-        payload, errors = None, []
-        for path in candidates:
-            try:
-                payload = read_checkpoint(path, STATE_FORMAT, "training run")
-                break
-            except ValueError as error:
-                errors.append(str(error))
-                warnings.warn(f"skipping {path.name}: {error}; trying an older checkpoint", stacklevel=2)
-        if payload is None:
-            raise ValueError(f"no checkpoint of {out} loads: {'; '.join(errors)}")
+        the run then goes on from that update), onto ``device``, whatever device wrote it."""
+        cfg = read_config(out)
+        payload, path = RunFolder(out).newest_checkpoint()
         saved = RunConfig.from_dict(payload["config"])
         if saved != cfg:
             raise ValueError(f"{path} belongs to another configuration: {config_diff(cfg.to_dict(), saved.to_dict())}")
-        run = cls(cfg, out, device, progress=progress)
-        for name in ("world_model", "rew_end_model", "actor_critic"):
+        run = cls(cfg, out, device, progress=progress, make_env=make_env)
+        for name in MODELS:
             model = getattr(run, name)
             model.load_state_dict(payload["models"][name])
             model.optimizer.load_state_dict(payload["optimizers"][name])
@@ -570,76 +322,26 @@ class Run:
             model.num_updates = payload["num_updates"][name]
         run.epoch, run.num_epochs_collect = payload["epoch"], payload["num_epochs_collect"]
         run.env_steps_at_checkpoint = payload["env_steps"]
-        _set_rng_state(run, payload["rng"])
-        run._in_epoch = payload.get("in_epoch")
-        if not (out / "results.json").exists():  # a finished run only reads its results: its log stays as it is
-            run._truncate_log(run._in_epoch["log_lines"] if run._in_epoch else None)
+        set_rng_state(payload["rng"], *run._random_streams())
+        run._in_epoch = to_device(payload.get("in_epoch"), run.device)  # its losses and metrics join the device's
+        if run.folder.read_results() is None:  # a finished run only reads its results: its log stays as it is
+            run.folder.truncate_log(run.epoch, run._in_epoch["log_lines"] if run._in_epoch else None)
             run.log("resume", at_epoch=run._in_epoch["epoch"] if run._in_epoch else None, from_checkpoint=path.name,
                     env_steps=run.dataset.num_steps, env_steps_at_checkpoint=run.env_steps_at_checkpoint)  # fmt: skip
         return run
 
-    def _truncate_log(self, num_lines: int | None = None) -> None:
-        """Drop what was logged after the checkpoint: the records of later epochs, or after the first ``num_lines``
-        for a checkpoint written inside an epoch. What follows runs again, so nothing is duplicated."""
-        path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines()[:num_lines]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the crash
-            if num_lines is not None or record.get("epoch", 0) <= self.epoch:
-                kept.append(line)
-        _write_text_atomic(path, "".join(line + "\n" for line in kept))
 
-    @contextlib.contextmanager
-    def _storage(self, what: str):
-        """A failed write (a full disk, a folder gone) stops the run with a message that says what stands."""
-        try:
-            yield
-        except OSError as error:
-            kept = sorted(self.dir.glob("checkpoints/epoch_*.pt"))
-            stands = f"the last good checkpoint, {kept[-1].name}, stands" if kept else "no checkpoint was written yet"
-            raise ValueError(f"could not write {what} in {self.dir}: {error.strerror or error}. Nothing written before is lost "
-                             f"({stands}; every finished episode is on disk): free some space, then continue with "
-                             f"--resume {self.dir}") from None  # fmt: skip
-
-    def _check_free_space(self) -> None:
-        """Refuse to start a run the disk cannot hold: the newest checkpoints plus the dataset still to come."""
-        models = (self.world_model, self.rew_end_model, self.actor_critic)
-        checkpoint = sum(p.numel() * p.element_size() * 3 for m in models for p in m.parameters())  # weights + 2 Adam moments
-        steps_left = max(0, self.cfg.collection.num_steps_total - self.dataset.num_steps)
-        needed = checkpoint * (self.cfg.checkpoints_to_keep + 1) + steps_left * BYTES_PER_STEP
-        free = shutil.disk_usage(self.dir).free
-        if free < needed:
-            raise ValueError(f"not enough space for this run in {self.dir}: {free / 2**20:,.0f} MB free, about {needed / 2**20:,.0f} MB "
-                             f"needed ({self.cfg.checkpoints_to_keep + 1} checkpoints of {checkpoint / 2**20:,.0f} MB and "
-                             f"{steps_left:,} more real steps); free some space or choose another --out")  # fmt: skip
-
-    def _check_writable(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write_test"
-            probe.write_bytes(b"0" * 1024)
-            probe.unlink()
-        except OSError as error:
-            raise ValueError(f"cannot write in the run folder {self.dir}: {error.strerror or error}") from None
+def _accumulate(totals: dict, metrics: dict) -> None:
+    """Confusion matrices are counts and add up; every other metric is kept per update, for its mean."""
+    for key, value in metrics.items():
+        if key.startswith("confusion"):
+            totals[key] = totals.get(key, 0) + value
+        else:
+            totals.setdefault(key, []).append(value)
 
 
-def _whole_checkpoints(run_dir: Path) -> list[Path]:
-    """The checkpoints written after an epoch, oldest first (not those written inside one)."""
-    return sorted(p for p in run_dir.glob("checkpoints/epoch_*.pt") if not p.name.endswith(".partial.pt"))
-
-
-class _RandomPolicy:
-    def __init__(self, env, seed: int) -> None:
-        self.space = env.action_space
-        self.space.seed(seed)
-
-    def __call__(self, obs) -> int:
-        return int(self.space.sample())
+def _summarize(totals: dict) -> dict:
+    return {k: (v.tolist() if k.startswith("confusion") else torch.stack(v).mean().item()) for k, v in totals.items()}
 
 
 def _restart_rate(bar) -> None:
@@ -657,37 +359,6 @@ def _minority_rewards(dataset: Dataset) -> int:
     return int(sum(sorted(counts.values())[:-1])) if counts else 0
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state(run: Run) -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]),
-        "samplers": {k: json.dumps(s.rng.bit_generator.state) for k, s in run.samplers.items()},
-        "policy": run.policy.generator.get_state(),
-        "action_space": json.dumps(run.collector.env.action_space.np_random.bit_generator.state),
-    }
-
-
-def _set_rng_state(run: Run, state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
-    for k, s in run.samplers.items():
-        s.rng.bit_generator.state = json.loads(state["samplers"][k])
-    run.policy.generator.set_state(state["policy"])
-    run.collector.env.action_space.np_random.bit_generator.state = json.loads(state["action_space"])
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # -- command line ----------------------------------------------------------------------------------
 
 
@@ -697,13 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="course", help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--out", type=Path, help="the run folder (created)")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a configuration field, e.g. --set world_model.lr=3e-4 (repeatable)")
+                        help=f"override a configuration field, e.g. --set world_model.lr=3e-4 or --set precision=bf16 "
+                             f"({', '.join(PRECISIONS)}) (repeatable)")  # fmt: skip
     parser.add_argument("--model-free", action="store_true", help="train the actor-critic on the real game only")
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     parser.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs (resume later)")
     args = parser.parse_args(argv)
+    memory.keep_freed_memory()
     try:
         if args.resume:
             given = [name for name, value in (("--set", args.overrides), ("--game", args.game), ("--out", args.out),

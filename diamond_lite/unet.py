@@ -74,7 +74,7 @@ class AdaGroupNorm(nn.Module):
 def _attention_kernel(x: Tensor):
     """Training on a CPU: torch's plain attention kernel. Its flash-attention kernel, the default, takes 4x as long
     forward and backward on the 64 pixels of DIAMOND's bottleneck at batch 32, though it is the faster one forward
-    alone (docs/benchmarks.md, session 23). Both compute the same softmax(q k^T / sqrt(d)) v."""
+    alone (docs/performance.md, "Xeon AMX (2026-12-05)"). Both compute the same softmax(q k^T / sqrt(d)) v."""
     if x.device.type == "cpu" and torch.is_grad_enabled():
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()

@@ -12,7 +12,9 @@ last ``n = 4`` frames and the last 4 actions as conditioning:
 
 ``WorldModel`` wraps it with what training and imagination need: ``train_step`` on a batch of segments
 (AdamW, lr 1e-4, weight decay 1e-2 on linear and conv weights, eps 1e-8, 100 linear warm-up steps from 0,
-gradient clip 1.0, offset noise 0.3; ``diamond_lite.optim``),
+gradient clip 1.0, offset noise 0.3; ``diamond_lite.optim``) whose loss, as in DIAMOND's code, adds an
+autoregressive term: the model also predicts the frame after next from a context holding its own estimate of the
+next frame (``WorldModel.loss``),
 ``predict_next`` (3 Euler steps by default) and ``rollout`` (autoregressive, batched), and checkpoints that
 load with ``torch.load(weights_only=True)``.
 
@@ -23,9 +25,7 @@ Sampling starts, like DIAMOND's ``DiffusionSampler``, from plain ``N(0, I)`` noi
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from .component import Component
 from .edm import Denoiser, DenoiserConfig, TrainingSigmaConfig
 from .sampler import SamplerConfig, karras_sigmas, sample
+from .speedups import Speedups
 from .unet import FourierFeatures, UNet, UNetConfig, num_groups
 
 CHECKPOINT_FORMAT = "diamond_lite.world_model/1"
@@ -115,7 +116,7 @@ class FrameStackNet(nn.Module):
         cond = self.conditioning(c_noise, act)
         frames = obs.flatten(1, 2) / self.frame_scale  # (B, n*C, H, W): past frames stacked on channels
         x = torch.cat([frames, x_in], dim=1)
-        low = self.conv_in.weight.dtype  # bf16 in sampling's copy (WorldModel._sampling_denoiser), else fp32
+        low = self.conv_in.weight.dtype  # bf16 in sampling's copy (diamond_lite.speedups), else fp32
         if low != x_in.dtype:
             x, cond = x.to(low), cond.to(low)
         x = self.unet(self.conv_in(x), cond)
@@ -141,75 +142,7 @@ class WorldModel(Component):
         super().__init__(cfg, device, autocast=autocast, channels_last=channels_last, game=game)
         self.denoiser = Denoiser(FrameStackNet(cfg), cfg.denoiser)
         self._ready()
-        self._compiled_denoise = None
-        self._compiled_inner = None  # the inner network compiled for training steps (compile_training)
-        self._compiled_inner_works = False  # set by its first step
-        self._bf16_copy: tuple[tuple, Denoiser] | None = None  # (the key of the weights it was made from, the copy)
-
-    def compile_sampling(self) -> None:
-        """Let :meth:`predict_next` run the denoiser through ``torch.compile``.
-
-        On a CPU a small U-Net spends about 40% of its time in the group norms, SiLUs, additions and
-        concatenations between its convolutions, each a pass over memory; the compiler fuses them
-        (docs/benchmarks.md: 1.38x faster 3-step sampling at the course size on 2 CPU cores, no gain at the
-        paper size). Compiling costs about a minute on 2 CPU cores for each new batch size; a training run
-        turns it on with ``compile`` in its configuration (off by default, see ``RunConfig.compile``).
-        Where torch can not compile on this machine (no C++ compiler, an unsupported device), sampling warns
-        once and stays eager. Training steps compile apart (:meth:`compile_training`).
-        """
-        self._compiled_denoise = torch.compile(self.denoiser.denoise, dynamic=False)
-
-    def compile_training(self) -> None:
-        """Let :meth:`loss` (and so :meth:`train_step`) run the inner network through ``torch.compile``, forward and
-        backward: the compiler fuses each group norm with its scale, shift and SiLU, and their gradients.
-
-        Measured at the paper size, batch 32, on 2 CPU cores with AMX (docs/benchmarks.md, session 23): a train step
-        0.865 s against 0.965 s eager, after a first step of 79 s that compiles. It pays over a long run, not in a
-        notebook. Where torch can not compile, training warns once and stays eager.
-        """
-        # The bound method, not the module: a compiled module would join the state dict under a second name.
-        self._compiled_inner = torch.compile(self.denoiser.inner.forward, dynamic=False)
-        self._compiled_inner_works = False
-
-    def _sampling_denoiser(self) -> Denoiser:
-        """The denoiser sampling runs: where the model uses bf16 autocast and is not compiled, a copy whose U-Net
-        holds its weights in bf16; otherwise the model's own.
-
-        Under autocast every group norm returns fp32, so the additions, SiLUs and products between convolutions
-        run in fp32 over twice the bytes, and each weight is cast again in every autocast region. The copy runs
-        the U-Net in bf16 throughout (the noise and action embedding stays fp32, and EDM's preconditioning around
-        the network too): docs/benchmarks.md, 3-step sampling 7-11% faster than under autocast on 2 CPU cores, and
-        within one 8-bit level of plain fp32 there (the tests allow a few). The copy is remade whenever a weight
-        changes, which it tells by the number of optimiser steps and by the weights' version counters (a loaded
-        state or an in-place edit bumps them). Both are needed: the fused AdamW step writes the weights without
-        bumping their version counters (torch 2.13), and a copy that trusted them alone stayed at the weights of the
-        first sampling call for the rest of a training run (docs/agent.md, "Session 9").
-        """
-        if not self.use_autocast or self._compiled_denoise is not None:
-            return self.denoiser
-        key = (self.num_updates, self.device) + tuple((id(p), p._version) for p in self.denoiser.parameters())
-        if self._bf16_copy is None or self._bf16_copy[0] != key:
-            inner = copy.deepcopy(self.denoiser.inner).requires_grad_(False).eval()
-            for p in inner.parameters():
-                p.grad = None  # deepcopy copies gradients too; sampling needs none
-            for part in (inner.conv_in, inner.unet, inner.norm_out, inner.conv_out):
-                part.to(torch.bfloat16)  # keeps channels-last
-            self._bf16_copy = (key, Denoiser(inner, self.denoiser.cfg))
-        return self._bf16_copy[1]
-
-    def _denoise(self, net: Denoiser, x: Tensor, sigma: Tensor, obs: Tensor, act: Tensor) -> Tensor:
-        if self._compiled_denoise is not None:
-            try:
-                return self._compiled_denoise(x, sigma, obs=obs, act=act)
-            except Exception as error:  # a compiler missing or failing: eager gives the same numbers (tested)
-                warnings.warn(f"torch.compile failed, sampling stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
-                self._compiled_denoise = None
-        return net.denoise(x, sigma, obs=obs, act=act)
-
-    @property
-    def is_compiled(self) -> bool:
-        """Whether sampling runs compiled: after :meth:`compile_sampling`, and until a compile failure fell back."""
-        return self._compiled_denoise is not None
+        self.speedups = Speedups(self)  # compiled networks and the bf16 sampling copy (diamond_lite.speedups)
 
     @property
     def n(self) -> int:
@@ -223,7 +156,7 @@ class WorldModel(Component):
         autoregressive step (DIAMOND's ``num_steps_conditioning + 1 + num_autoregressive_steps``: 6)."""
         return self.n + 1 + self.cfg.num_autoregressive_steps
 
-    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The denoising loss of DIAMOND's ``Denoiser.forward`` on a batch of segments of ``segment_length`` frames
         (``Segment.to_torch``), the mean of ``1 + num_autoregressive_steps`` terms.
 
@@ -231,45 +164,35 @@ class WorldModel(Component):
         all real; in each later term the newest of them is the model's own denoised estimate from the term before
         (one denoising step from that term's noisy target, snapped to the 8-bit grid, no gradient): the model learns
         to predict from a context that holds its own mistakes, as it must when it dreams. Padded targets are masked.
-        Draw order with ``generator``: for each term, sigma, the offset noise, then the noise.
+        Draw order with ``generator``: for each term, sigma, the offset noise, then the noise. The metrics hold the
+        mean of the autoregressive terms alone (``loss_autoregressive``), when there are any.
         """
         obs, act, mask = batch["obs"].to(self.device), batch["act"].to(self.device), batch["mask"].to(self.device)
         n, num_terms = self.n, 1 + self.cfg.num_autoregressive_steps
         if obs.shape[1] != self.segment_length:
             raise ValueError(f"world-model segments have length n + 1 + num_autoregressive_steps = {self.segment_length}, "
                              f"got {obs.shape[1]}")  # fmt: skip
-        frames, total = obs, 0.0
+        frames, terms = obs, []
         for i in range(num_terms):
             last = i == num_terms - 1
             with self._autocast():
                 out = self.denoiser.loss(
-                    self._layout(obs[:, n + i]), generator=generator, mask=mask[:, n + i], network=self._compiled_inner,
+                    self._layout(obs[:, n + i]), generator=generator, mask=mask[:, n + i], network=self.speedups.training_network,
                     return_denoised=not last, obs=frames[:, i : n + i], act=act[:, i : n + i],
                 )  # fmt: skip
             term, denoised = (out, None) if last else out
-            total = total + term.float()
+            terms.append(term.float())
             if not last:
                 frames = frames.clone() if i == 0 else frames  # the batch's own frames stay as they came
                 frames[:, n + i] = denoised
-        return total / num_terms
+        metrics = {"loss_autoregressive": torch.stack(terms[1:]).mean().detach()} if num_terms > 1 else {}
+        return sum(terms) / num_terms, metrics
 
-    def train_step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> float:
-        """One AdamW update on ``batch``; returns the loss before the update."""
+    def train_step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One AdamW update on ``batch``: the loss before the update and the metrics of :meth:`loss`."""
         self.train()
-        if self._compiled_inner is None or self._compiled_inner_works:
-            return self.update(self.loss(batch, generator))
-        # The first compiled step, where compiling the forward or the backward pass may fail. A failed attempt
-        # changed no weight (the optimiser steps after the backward pass), so the step is simply done again eagerly.
-        try:
-            loss = self.update(self.loss(batch, generator))
-        except FloatingPointError:
-            raise  # a bad loss, not a compiler: the eager step would refuse it too
-        except Exception as error:  # a compiler missing or failing
-            warnings.warn(f"torch.compile failed, training stays eager: {type(error).__name__}: {error}"[:500], stacklevel=2)
-            self._compiled_inner = None
-            return self.update(self.loss(batch, generator))
-        self._compiled_inner_works = True
-        return loss
+        loss, metrics = self.loss(batch, generator)
+        return self.update(loss), metrics
 
     # -- prediction --------------------------------------------------------------------------------
 
@@ -292,12 +215,13 @@ class WorldModel(Component):
         obs, act = obs.to(self.device), act.to(self.device)
         b, _, c, h, w = obs.shape
         x = torch.randn(b, c, h, w, generator=generator, device=self.device)  # DIAMOND: unit-variance start
-        sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=self.device)
+        # on the host: the sampler reads the levels as numbers, which from a GPU would mean a wait per frame
+        sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
 
-        net = self._sampling_denoiser()  # once per frame: the weights do not change while sampling
+        net = self.speedups.sampling_denoiser()  # the denoiser or its bf16 copy, once per frame
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            return self._denoise(net, self._layout(x), sigma, obs, act).float()
+            return self.speedups.denoise(net, self._layout(x), sigma, obs, act).float()
 
         # The bf16 copy needs no autocast (which would send its group norms back to fp32). The model's own denoiser
         # keeps autocast, in one region around all the steps: autocast keeps the bf16 weights it cast until the
@@ -348,7 +272,7 @@ def world_model_config(profile: str, num_actions: int) -> WorldModelConfig:
 
     unet = Profile(profile).pick(
         # three resolutions, not two: the middle blocks' attention (DIAMOND's U-Net always has it) then runs over
-        # 16x16 = 256 positions instead of 1,024: a 3-step prediction 0.105 s instead of 0.178 s (docs/benchmarks.md)
+        # 16x16 = 256 positions instead of 1,024: a 3-step prediction 0.105 s instead of 0.178 s (docs/performance.md)
         smoke=UNetConfig(cond_channels=32, depths=[1, 1, 1], channels=[16, 16, 16], attn_depths=[False, False, False]),
         course=UNetConfig(cond_channels=128, depths=[2, 2, 2, 2], channels=[32, 32, 32, 32]),
         paper=UNetConfig(),
@@ -396,7 +320,7 @@ def dream_errors(
     model: WorldModel,
     dataset,
     *,
-    horizon: int = 15,
+    horizon: int,
     num_starts: int = 64,
     num_steps: int | None = None,
     batch_size: int = 32,
@@ -407,7 +331,7 @@ def dream_errors(
     Each dream starts from ``n`` real frames of ``dataset`` (held out, for a fair score) and follows the real actions,
     feeding its own predictions back as context (:meth:`WorldModel.rollout`), so step 1 is the one-step error on
     every frame (moving or not) and step ``horizon`` is what the actor-critic sees at the end of an imagined
-    trajectory (DIAMOND's horizon is 15). ``copy_last`` scores the frozen last real frame at every step, the bar a
+    trajectory (DIAMOND's horizon, ``rew_end.HORIZON``, is 15). ``copy_last`` scores the frozen last real frame at every step, the bar a
     model must clear. Starts lie wholly inside episodes.
     """
     from .data import SegmentSampler

@@ -88,7 +88,7 @@ def test_loss_is_the_branchs_compute_loss_by_hand():
     recorder = Recorder()
     model.eps_net.forward = recorder.forward  # the real module keeps its frame_scale; only the call is recorded
     data = batch(3, length=5)
-    loss = model.loss(data, generator=torch.Generator().manual_seed(4))
+    loss = model.loss(data, generator=torch.Generator().manual_seed(4))[0]
     g = torch.Generator().manual_seed(4)
     x0 = data["obs"][:, 4]
     noise = 0.3 * torch.randn(3, 3, 1, 1, generator=g) + torch.randn(x0.shape, generator=g)
@@ -125,12 +125,12 @@ def test_loss_of_an_oracle_noise_predictor_is_zero():
     model = tiny()
     data = batch(4, length=5)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    fresh = model.loss(data, generator=g()).item()
+    fresh = model.loss(data, generator=g())[0].item()
     assert 0.9 < fresh < 1.4  # the fresh network predicts zero (zero output conv): loss ~ E[noise^2] = 1 + 0.3^2
     model.eps_net = EpsOracle(data["obs"][:, 4])
-    assert model.loss(data, generator=g()).item() < 1e-4
+    assert model.loss(data, generator=g())[0].item() < 1e-4
     model.eps_net = EpsOracle(data["obs"][:, 3])  # the wrong frame as x0: no longer the true noise
-    assert model.loss(data, generator=g()).item() > 1e-2
+    assert model.loss(data, generator=g())[0].item() > 1e-2
 
 
 def test_timesteps_cover_0_to_T_minus_1():
@@ -145,15 +145,15 @@ def test_masked_targets_do_not_count():
     randomize_output_layer(model)
     data = batch(4, length=5)
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    full = model.loss(data, generator=g())
+    full = model.loss(data, generator=g())[0]
     masked = dict(data, mask=data["mask"].clone())
     masked["mask"][0, 4] = False
     changed = dict(masked, obs=masked["obs"].clone())
     changed["obs"][0, 4] = 0.77
-    assert torch.allclose(model.loss(masked, generator=g()), model.loss(changed, generator=g()))
-    assert not torch.allclose(full, model.loss(masked, generator=g()))
+    assert torch.allclose(model.loss(masked, generator=g())[0], model.loss(changed, generator=g())[0])
+    assert not torch.allclose(full, model.loss(masked, generator=g())[0])
     none = dict(data, mask=torch.zeros_like(data["mask"]))
-    zero = model.loss(none, generator=g())
+    zero = model.loss(none, generator=g())[0]
     assert zero.item() == 0.0 and zero.requires_grad
     with pytest.raises(ValueError, match="n \\+ 1 = 5, got 6"):
         model.loss(batch(4))
@@ -273,7 +273,7 @@ def test_shapes_of_predict_next_and_rollout(b):
     model = tiny()
     randomize_output_layer(model)
     data = batch(b, length=5)
-    assert model.loss(data).shape == ()
+    assert model.loss(data)[0].shape == ()
     nxt = model.predict_next(data["obs"][:, :4], data["act"][:, :4], num_steps=3)
     assert nxt.shape == (b, 3, 16, 16)
     levels = (nxt + 1) / 2 * 255
@@ -303,7 +303,7 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
 
     def fixed_loss():
         with torch.no_grad():
-            return float(model.loss(data, generator=torch.Generator().manual_seed(1)))
+            return float(model.loss(data, generator=torch.Generator().manual_seed(1))[0])
 
     before = fixed_loss()
     for _ in range(40):

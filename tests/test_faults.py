@@ -1,4 +1,4 @@
-"""Reliability: a smoke run killed with SIGKILL at many moments resumes with nothing lost (issue 12).
+"""Reliability: a smoke run killed with SIGKILL at many moments resumes with nothing lost.
 
 Each kill comes from ``diamond_lite.faults.crash_point`` (``DIAMOND_CRASH_AT=point:n``): the run's own process sends
 itself SIGKILL at the ``n``-th pass through that point, so every moment is hit for sure, not by luck of timing.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diamond_lite import faults, train
+from diamond_lite import config, faults, run_folder, train
 from diamond_lite.component import read_checkpoint
 from diamond_lite.data import Dataset
 
@@ -72,7 +72,7 @@ def test_killed_at_any_moment_resumes_with_nothing_lost(tmp_path, crash_at):
             np.testing.assert_array_equal(getattr(after[episode_id], field)[: len(episode)], getattr(episode, field))
     assert not list((out / "dataset" / "train").glob(".*.tmp")) and not list((out / "checkpoints").glob(".*.tmp"))
     for path in (out / "checkpoints").glob("epoch_*.pt"):
-        read_checkpoint(path, train.STATE_FORMAT, "training run")
+        read_checkpoint(path, run_folder.STATE_FORMAT, "training run")
     log = events(out)
     assert [e["epoch"] for e in log if e["event"] == "epoch"] == list(range(1, results["epochs"] + 1)), "each epoch once, no gap"
     assert [e["epoch"] for e in log] == sorted(e["epoch"] for e in log), "the log never goes back in time"
@@ -90,7 +90,7 @@ def test_same_seed_same_metrics_and_a_resume_changes_nothing(tmp_path):
     assert log_a == without_times(events(b))
     assert json.loads((a / "results.json").read_text()) == json.loads((b / "results.json").read_text())
 
-    cfg = train.RunConfig.from_dict(json.loads((a / "config.json").read_text()))
+    cfg = config.RunConfig.from_dict(json.loads((a / "config.json").read_text()))
     num_epochs = sum(e["event"] == "epoch" for e in log_a)
     first, per_epoch = cfg.training_actor_critic.steps_first_epoch, cfg.training_actor_critic.steps_per_epoch
     in_last_epoch = first + per_epoch * (num_epochs - 2) + 1  # the last epoch's first actor-critic update
@@ -116,7 +116,7 @@ def test_a_long_epoch_resumes_from_inside_itself(tmp_path):
     assert train_cli([*often, "--out", str(a)]).returncode == 0
     killed = train_cli([*often, "--out", str(c)], crash_at="train_rew_end_model:3")  # the 3rd of 4 first-epoch updates
     assert killed.returncode == -signal.SIGKILL
-    partial = read_checkpoint(c / "checkpoints" / "epoch_00001.partial.pt", train.STATE_FORMAT, "training run")
+    partial = read_checkpoint(c / "checkpoints" / "epoch_00001.partial.pt", run_folder.STATE_FORMAT, "training run")
     assert partial["epoch"] == 0 and partial["in_epoch"]["epoch"] == 1
     assert partial["in_epoch"]["current"] == "rew_end_model" and len(partial["in_epoch"]["losses"]) == 2
     assert partial["num_updates"] == {"world_model": 4, "rew_end_model": 2, "actor_critic": 0}
@@ -135,7 +135,7 @@ def test_a_long_epoch_resumes_from_inside_itself(tmp_path):
         for key, value in expected.items():
             assert got[key] == (pytest.approx(value, rel=1e-4) if isinstance(value, float) else value), (key, got, expected)
     # epoch 2 onwards may differ (the game restarts on resume); the number of updates may not
-    newest = {d: read_checkpoint(sorted((d / "checkpoints").glob("epoch_*.pt"))[-1], train.STATE_FORMAT, "run") for d in (a, c)}
+    newest = {d: read_checkpoint(sorted((d / "checkpoints").glob("epoch_*.pt"))[-1], run_folder.STATE_FORMAT, "run") for d in (a, c)}
     assert newest[a]["epoch"] == newest[c]["epoch"] and newest[a]["num_updates"] == newest[c]["num_updates"]
 
 
@@ -146,7 +146,7 @@ def test_an_unknown_crash_point_is_refused(monkeypatch):
 
 
 def _small_run(tmp_path, epochs=2):
-    cfg = train.apply_overrides(train.run_config("Breakout", "smoke"), ["num_final_epochs=3"])
+    cfg = config.apply_overrides(config.run_config("Breakout", "smoke"), ["num_final_epochs=3"])
     run = train.Run(cfg, tmp_path / "run", progress=False)
     run.run(max_epochs=epochs)
     return run
@@ -172,9 +172,9 @@ def test_a_full_disk_stops_with_a_clear_error_and_loses_nothing(tmp_path, monkey
     resumed = train.Run.resume(tmp_path / "run", progress=False)
     assert resumed.epoch == 1 and resumed.dataset.num_steps >= steps
     # a disk too small for the run is refused before anything is collected
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
     with pytest.raises(ValueError, match=r"not enough space for this run .* 10 MB free, about [\d,]+ MB needed"):
-        train.Run(train.run_config("Breakout", "course"), tmp_path / "big", progress=False)
+        train.Run(config.run_config("Breakout", "course"), tmp_path / "big", progress=False)
     assert not list((tmp_path / "big").glob("dataset/train/*.npz"))
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from diamond_lite.data import Dataset, Episode, SegmentSampler
 from diamond_lite.rew_end import (
@@ -174,3 +175,20 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     WorldModel(WorldModelConfig(num_actions=4, unet=TINY), autocast=False).save(wm)
     with pytest.raises(ValueError, match="not a checkpoint of a RewEndModel"):
         RewEndModel.load(wm)
+
+
+def test_loss_and_confusion_equal_the_indexed_ones_on_the_real_steps():
+    model = small_model()
+    data = random_batch(4, 7)
+    data["mask"][0, :3] = False  # padding before an episode's start and after its end
+    data["mask"][2, 5:] = False
+    loss, metrics = model.loss(data)
+    logits_rew, logits_end, _ = model(data["obs"][:, :-1], data["act"][:, :-1], data["obs"][:, 1:])
+    keep = data["mask"][:, :-1]
+    target_rew = data["rew"][:, :-1][keep].sign().long() + 1
+    target_end = data["end"][:, :-1][keep].long()
+    expected = F.cross_entropy(logits_rew[keep], target_rew) + F.cross_entropy(logits_end[keep], target_end)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    predicted = logits_rew[keep].argmax(-1)
+    assert torch.equal(metrics["confusion_rew"], torch.bincount(target_rew * 3 + predicted, minlength=9).reshape(3, 3))
+    assert metrics["confusion_end"].sum() == keep.sum()

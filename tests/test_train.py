@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from diamond_lite import train
+from diamond_lite import bench, config, run_folder, train
 from diamond_lite.component import read_checkpoint
 from diamond_lite.data import Dataset
 
@@ -28,8 +28,8 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out)]) == 0
     shown = capsys.readouterr().err  # the evaluations' own bars: whole games take minutes in the course profile
     assert "final evaluation" in shown and "random baseline" in shown
-    cfg = train.RunConfig.from_dict(json.loads((out / "config.json").read_text()))
-    assert cfg == train.run_config("Breakout", "smoke")
+    cfg = config.RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+    assert cfg == config.run_config("Breakout", "smoke")
     results = json.loads((out / "results.json").read_text())
     assert results["env_steps"] >= cfg.collection.num_steps_total and len(results["returns"]) == cfg.collection.final_test_episodes
     log = events(out)
@@ -42,13 +42,13 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     assert len(results["random_returns"]) == len(results["returns"])
     timed = ("first_collection", "collect", "evaluate", "final_evaluation", "random_baseline", "epoch")
     assert all(e["seconds"] >= 0 for e in log if e["event"] in timed or e["event"].startswith("train_"))
-    from diamond_lite.evaluate import time_projection
+    from diamond_lite.bench import time_projection
 
     assert time_projection(log, cfg)["epochs"] == results["epochs"]  # what it projects is the schedule the run ran
     assert results["random_mean"] == pytest.approx(np.mean(results["random_returns"]))
     checkpoints = sorted((out / "checkpoints").glob("epoch_*.pt"))
     assert 0 < len(checkpoints) <= cfg.checkpoints_to_keep
-    state = read_checkpoint(checkpoints[-1], train.STATE_FORMAT, "run")
+    state = read_checkpoint(checkpoints[-1], run_folder.STATE_FORMAT, "run")
     assert state["epoch"] == results["epochs"]
     # a second start in the same folder is refused; resuming a finished run returns its results
     assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out)]) == 2
@@ -67,27 +67,27 @@ def test_model_free_switch_trains_only_the_actor_critic(tmp_path):
 
 
 def test_overrides_are_validated():
-    cfg = train.run_config("Breakout", "smoke")
-    changed = train.apply_overrides(cfg, ["world_model.lr=3e-4", "seed=7", "collection.epsilon=0", "actor_critic.channels=[4, 4, 4, 4]"])
+    cfg = config.run_config("Breakout", "smoke")
+    changed = config.apply_overrides(cfg, ["world_model.lr=3e-4", "seed=7", "collection.epsilon=0", "actor_critic.channels=[4, 4, 4, 4]"])
     assert changed.world_model.lr == 3e-4 and changed.seed == 7 and changed.collection.epsilon == 0.0
     assert changed.actor_critic.channels == [4, 4, 4, 4] and isinstance(changed.collection.epsilon, float)
     with pytest.raises(ValueError, match="unknown configuration key 'world_model.learning_rate'.*accepted keys"):
-        train.apply_overrides(cfg, ["world_model.learning_rate=1"])
+        config.apply_overrides(cfg, ["world_model.learning_rate=1"])
     with pytest.raises(ValueError, match="did you mean world_model.lr"):
-        train.apply_overrides(cfg, ["lr=1"])
+        config.apply_overrides(cfg, ["lr=1"])
     with pytest.raises(ValueError, match="seed takes an int"):
-        train.apply_overrides(cfg, ["seed=1.5"])
+        config.apply_overrides(cfg, ["seed=1.5"])
     with pytest.raises(ValueError, match="model_free takes a bool"):
-        train.apply_overrides(cfg, ["model_free=1"])
+        config.apply_overrides(cfg, ["model_free=1"])
     with pytest.raises(ValueError, match="channels takes a list of an int"):
-        train.apply_overrides(cfg, ["actor_critic.channels=[1.5]"])
+        config.apply_overrides(cfg, ["actor_critic.channels=[1.5]"])
     with pytest.raises(ValueError, match="key=value"):
-        train.apply_overrides(cfg, ["seed"])
-    finite = train.apply_overrides(cfg, ["world_model.sampler.s_tmax=2.5"])
+        config.apply_overrides(cfg, ["seed"])
+    finite = config.apply_overrides(cfg, ["world_model.sampler.s_tmax=2.5"])
     assert finite.world_model.sampler.s_tmax == 2.5
-    assert train.apply_overrides(finite, ["world_model.sampler.s_tmax=inf"]).world_model.sampler.s_tmax == float("inf")
+    assert config.apply_overrides(finite, ["world_model.sampler.s_tmax=inf"]).world_model.sampler.s_tmax == float("inf")
     with pytest.raises(ValueError, match="seed takes an int"):
-        train.apply_overrides(cfg, ["seed=inf"])
+        config.apply_overrides(cfg, ["seed=inf"])
 
 
 def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
@@ -106,32 +106,33 @@ def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
 
 def test_freeway_alone_collects_at_a_low_temperature(tmp_path):
     for profile in ("smoke", "paper"):
-        assert train.run_config("Freeway", profile).collection.temperature == train.FREEWAY_TEMPERATURE < 1
-        assert train.run_config("Breakout", profile).collection.temperature == 1.0
-    run = train.Run(train.run_config("Freeway", "smoke"), tmp_path / "run", progress=False)
-    assert run.policy.temperature == train.FREEWAY_TEMPERATURE  # the collecting policy uses it
+        assert config.run_config("Freeway", profile).collection.temperature == config.FREEWAY_TEMPERATURE < 1
+        assert config.run_config("Breakout", profile).collection.temperature == 1.0
+    run = train.Run(config.run_config("Freeway", "smoke"), tmp_path / "run", progress=False)
+    assert run.policy.temperature == config.FREEWAY_TEMPERATURE  # the collecting policy uses it
 
 
 def test_compile_switch_compiles_the_world_models_training_and_sampling(tmp_path, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)  # the real one: test_world_model
-    cfg = train.run_config("Breakout", "smoke")
-    assert cfg.compile is False and train.run_config("Breakout", "paper").compile is False
-    assert train.Run(cfg, tmp_path / "plain", progress=False).world_model._compiled_denoise is None
-    cfg = train.apply_overrides(cfg, ["compile=True"])
+    cfg = config.run_config("Breakout", "smoke")
+    assert cfg.compile is False and config.run_config("Breakout", "paper").compile is False
+    assert train.Run(cfg, tmp_path / "plain", progress=False).world_model.speedups.compiled_denoise is None
+    cfg = config.apply_overrides(cfg, ["compile=True"])
     run = train.Run(cfg, tmp_path / "compiled", progress=False)
-    assert run.world_model._compiled_denoise is not None and run.world_model._compiled_inner is not None and len(compiled) == 2
+    speedups = run.world_model.speedups
+    assert speedups.compiled_denoise is not None and speedups.training_network is not None and len(compiled) == 2
 
 
 def test_paper_profile_is_the_papers_table():
     table = json.loads((ROOT / "data" / "diamond_hyperparameters.json").read_text())
-    cfg = train.run_config("Breakout", "paper")
-    flat = dict(train._leaves(cfg.to_dict()))
+    cfg = config.run_config("Breakout", "paper")
+    flat = dict(config.leaves(cfg.to_dict()))
     for key, expected in table["run_config"].items():
         assert flat[key] == expected, f"{key}: {flat[key]!r} in the paper profile, {expected!r} in the paper"
     # Profiles change sizes and budgets, never the algorithm
     for profile in ("smoke", "course"):
-        other = dict(train._leaves(train.run_config("Breakout", profile).to_dict()))
+        other = dict(config.leaves(config.run_config("Breakout", profile).to_dict()))
         for key in ("world_model.num_autoregressive_steps", "world_model.denoiser.sigma_offset_noise", "actor_critic.gamma",
                     "actor_critic.lambda_", "actor_critic.weight_entropy_loss", "horizon", "num_denoising_steps"):
             assert other[key] == table["run_config"][key], f"{key} is {other[key]!r} in the {profile} profile"
@@ -171,7 +172,7 @@ def test_kill_and_resume_keeps_everything(tmp_path):
     assert [e["epoch"] for e in log] == sorted(e["epoch"] for e in log)
     assert any(e["event"] == "resume" and e["epoch"] == resumed_epoch for e in log)
     for path in (out / "checkpoints").glob("epoch_*.pt"):
-        read_checkpoint(path, train.STATE_FORMAT, "run")
+        read_checkpoint(path, run_folder.STATE_FORMAT, "run")
     for episode in Dataset(out / "dataset" / "train"):
         assert len(episode) > 0
     # the steps played between the checkpoint and the kill count toward their epoch: as many real steps as without a kill
@@ -266,8 +267,8 @@ def test_time_projection_applies_the_measured_costs_to_a_schedule(tmp_path, caps
         {"event": "epoch", "epoch": 2, "seconds": 19.0},  # 1 s beyond its parts: checkpoint and log
         {"event": "final_evaluation", "epoch": 2, "returns": [1.0], "seconds": 3.0},
     ]  # fmt: skip
-    smoke = train.run_config("Breakout", "smoke")  # 200 first steps, 300 in all, 50 per epoch: 2 + 1 final epochs
-    p = evaluate.time_projection(log, smoke)
+    smoke = config.run_config("Breakout", "smoke")  # 200 first steps, 300 in all, 50 per epoch: 2 + 1 final epochs
+    p = bench.time_projection(log, smoke)
     assert p["seconds_per_update"] == {"world_model": 0.5, "rew_end_model": 1.0, "actor_critic": 2.0}
     assert p["epochs"] == 3 and p["measured_epochs"] == [2] and p["other_s_per_epoch"] == pytest.approx(1.0)
     assert p["first_epoch_training_s"] == pytest.approx(4 * 0.5 + 4 * 1.0 + 4 * 2.0)
@@ -276,10 +277,10 @@ def test_time_projection_applies_the_measured_costs_to_a_schedule(tmp_path, caps
     assert p["seconds_per_test_episode"] == pytest.approx(9.0 / 3)
     assert p["evaluations_s"] == pytest.approx((1 + 2) * 3.0)  # one evaluation of 1 episode, the final one and random's
     assert p["total_s"] == pytest.approx(2 + 14 + 14 + 10 + 9 + 3) and p["epoch_s"] == pytest.approx(7 + 5 + 1)
-    paper = evaluate.time_projection(log, train.run_config("Breakout", "paper"))
+    paper = bench.time_projection(log, config.run_config("Breakout", "paper"))
     assert paper["epochs"] == 1000 and paper["first_epoch_training_s"] == pytest.approx(10_000 * 0.5 + 10_000 * 1.0 + 5_000 * 2.0)
     with pytest.raises(ValueError, match="no finished epoch"):
-        evaluate.time_projection(log[:5], smoke)
+        bench.time_projection(log[:5], smoke)
 
     run = tmp_path / "run"
     run.mkdir()
@@ -314,6 +315,26 @@ def test_a_fresh_evaluation_plays_new_episodes_of_the_agent_and_of_random(tmp_pa
     assert "--fresh takes a number of episodes >= 1, not 0" in capsys.readouterr().err
 
 
+def test_the_blind_twin_draws_the_agents_own_action_frequencies(tmp_path, capsys):
+    from diamond_lite import actor_critic, evaluate
+
+    out = tmp_path / "run"
+    assert train.main(["--game", "Breakout", "--profile", "smoke", "--out", str(out), "--max-epochs", "0"]) == 0
+    assert evaluate.main([str(out), "--fresh", "2", "--blind", "--json", str(tmp_path / "s.json")]) == 0
+    written = json.loads((tmp_path / "s.json").read_text())
+    result = written["runs"][0]
+    assert len(result["blind_returns"]) == 2 and written["versus_blind"][0]["difference"] == pytest.approx(
+        np.mean(result["returns"]) - np.mean(result["blind_returns"]))
+    assert sum(result["action_frequencies"].values()) == pytest.approx(1, abs=1e-3)
+    assert "against its blind twin" in capsys.readouterr().out
+    assert evaluate.main([str(out), "--blind"]) == 2
+    assert "--blind plays new episodes" in capsys.readouterr().err
+    # the twin: actions in the given proportions, whatever the frame
+    twin = actor_critic.BlindPolicy([0.7, 0.1, 0.2, 0.0], seed=0)
+    counts = np.bincount([twin(None) for _ in range(5000)], minlength=4) / 5000
+    assert counts == pytest.approx([0.7, 0.1, 0.2, 0.0], abs=0.02)
+
+
 def test_an_unwritable_run_folder_is_a_clear_error(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -323,13 +344,15 @@ def test_an_unwritable_run_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = train.apply_overrides(train.run_config("Breakout", "smoke"), ["num_final_epochs=3"])
+    cfg = config.apply_overrides(config.run_config("Breakout", "smoke"), ["num_final_epochs=3"])
     run = train.Run(cfg, tmp_path / "run", progress=False)
     run.run(max_epochs=1)
     good = {k: v.clone() for k, v in run.world_model.state_dict().items()}
-    run.world_model.loss = lambda batch, generator=None: torch.tensor(float("nan"), requires_grad=True)
-    with pytest.raises(FloatingPointError, match="WorldModel loss is nan"):
+    run.world_model.loss = lambda batch, generator=None: (torch.tensor(float("nan"), requires_grad=True), {})
+    with pytest.raises(FloatingPointError, match="WorldModel loss is nan at update"):
         run.run()
+    for k, v in run.world_model.state_dict().items():  # the skipped updates changed nothing in memory either
+        torch.testing.assert_close(v, good[k])
     resumed = train.Run.resume(tmp_path / "run", progress=False)
     assert resumed.epoch == 1
     for k, v in resumed.world_model.state_dict().items():
@@ -352,7 +375,7 @@ def test_tensorboard_gets_every_number_when_it_is_installed(tmp_path, monkeypatc
             pass
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    cfg = train.apply_overrides(train.run_config("Breakout", "smoke"), ["num_final_epochs=2"])
+    cfg = config.apply_overrides(config.run_config("Breakout", "smoke"), ["num_final_epochs=2"])
     run = train.Run(cfg, tmp_path / "run", progress=False)
     run.run(max_epochs=1)
     tags = {tag for tag, _, _ in scalars}

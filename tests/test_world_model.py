@@ -8,6 +8,7 @@ import torch
 
 from diamond_lite.unet import AdaGroupNorm, FourierFeatures, ResBlock, UNet, UNetConfig
 from diamond_lite.edm import precondition, quantize_8bit, sample_training_sigma
+from diamond_lite.speedups import compile_sampling, compile_training
 from diamond_lite.world_model import WorldModel, WorldModelConfig, world_model_config
 from world_model_helpers import TINY, batch, conditioning, randomize_output_layer
 
@@ -42,7 +43,7 @@ def test_blocks_shapes_and_identity_at_init():
 def test_shapes_for_any_batch(b):
     model = tiny()
     data = batch(b)
-    assert model.loss(data).shape == ()
+    assert model.loss(data)[0].shape == ()
     nxt = model.predict_next(data["obs"][:, :4], data["act"][:, :4])
     assert nxt.shape == (b, 3, 16, 16)
     dream = model.rollout(data["obs"][:, :4], torch.randint(0, 4, (b, 4 + 6 - 1)))
@@ -75,7 +76,7 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
 
     def fixed_loss():
         with torch.no_grad():
-            return float(model.loss(data, generator=torch.Generator().manual_seed(1)))
+            return float(model.loss(data, generator=torch.Generator().manual_seed(1))[0])
 
     before = fixed_loss()
     lrs = []
@@ -110,20 +111,20 @@ def test_masked_targets_do_not_count():
     randomize_output_layer(model)
     data = batch(4)
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    full = model.loss(data, generator=g())
+    full = model.loss(data, generator=g())[0]
     masked = dict(data, mask=data["mask"].clone())
     masked["mask"][0, 5] = False
     changed = dict(masked, obs=masked["obs"].clone())
     changed["obs"][0, 5] = 0.77  # the masked target may be anything
-    assert torch.allclose(model.loss(masked, generator=g()), model.loss(changed, generator=g()))
-    assert not torch.allclose(full, model.loss(masked, generator=g()))
+    assert torch.allclose(model.loss(masked, generator=g())[0], model.loss(changed, generator=g())[0])
+    assert not torch.allclose(full, model.loss(masked, generator=g())[0])
     # A padded target of term 0 does not count in term 0, but its denoised estimate still conditions term 1, as in
     # DIAMOND (where padded frames are zeros)
     masked = dict(data, mask=data["mask"].clone())
     masked["mask"][0, 4] = False
     changed = dict(masked, obs=masked["obs"].clone())
     changed["obs"][0, 4] = 0.77
-    assert not torch.allclose(model.loss(masked, generator=g()), model.loss(changed, generator=g()))
+    assert not torch.allclose(model.loss(masked, generator=g())[0], model.loss(changed, generator=g())[0])
 
 
 class Recording(torch.nn.Module):
@@ -148,7 +149,7 @@ def test_the_loss_is_the_mean_of_diamonds_two_terms_by_hand():
     model.denoiser.inner = recording = Recording(net)
     data = batch(3)
     data["mask"][1, 4] = False  # a padded target in term 0 only
-    loss = model.loss(data, generator=torch.Generator().manual_seed(11))
+    loss, metrics = model.loss(data, generator=torch.Generator().manual_seed(11))
 
     g = torch.Generator().manual_seed(11)
     cfg = model.cfg.denoiser
@@ -168,6 +169,7 @@ def test_the_loss_is_the_mean_of_diamonds_two_terms_by_hand():
         torch.testing.assert_close(recording.calls[i]["obs"], frames[:, i : 4 + i])
         frames[:, 4 + i] = denoised
     torch.testing.assert_close(loss, (terms[0] + terms[1]) / 2)
+    torch.testing.assert_close(metrics["loss_autoregressive"], terms[1])
     # the conditioning of term 1: three real frames, then the model's own 8-bit estimate of frame 4
     seen = recording.calls[1]["obs"]
     torch.testing.assert_close(seen[:, :3], obs[:, 1:4])
@@ -182,7 +184,7 @@ def test_the_autoregressive_term_trains_through_its_own_target_only():
     model = tiny()
     randomize_output_layer(model)
     data = batch(2)
-    loss = model.loss(data, generator=torch.Generator().manual_seed(0))
+    loss = model.loss(data, generator=torch.Generator().manual_seed(0))[0]
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     # no autoregressive step: one term on segments of 5 frames, and a segment of the wrong length is refused
@@ -280,7 +282,7 @@ def test_fast_path_matches_plain_fp32_within_bf16_tolerance():
     fast.load_state_dict(plain.state_dict())
     data = batch(3)
     g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
-    loss_plain, loss_fast = plain.loss(data, generator=g()), fast.loss(data, generator=g())
+    loss_plain, loss_fast = plain.loss(data, generator=g())[0], fast.loss(data, generator=g())[0]
     assert abs(float(loss_plain) - float(loss_fast)) < 0.05 * float(loss_plain)
     x = torch.randn(3, 3, 16, 16, generator=g())
     with torch.no_grad():
@@ -299,30 +301,30 @@ def test_bf16_sampling_copy_stays_close_to_fp32_and_follows_the_weights():
     fast.load_state_dict(plain.state_dict())
     args, g = conditioning(), lambda: torch.Generator().manual_seed(0)  # noqa: E731
     ours, reference = fast.predict_next(*args, generator=g()), plain.predict_next(*args, generator=g())
-    assert fast._sampling_denoiser() is not fast.denoiser
-    assert next(fast._sampling_denoiser().inner.unet.parameters()).dtype == torch.bfloat16
+    assert fast.speedups.sampling_denoiser() is not fast.denoiser
+    assert next(fast.speedups.sampling_denoiser().inner.unet.parameters()).dtype == torch.bfloat16
     assert ours.dtype == torch.float32 and ours.shape == reference.shape
     levels = (ours - reference).abs() * 127.5
     assert levels.mean() < 0.5 and levels.max() <= 4  # bf16 rounds; an 8-bit level or a few at the most
     assert set(fast.state_dict()) == set(plain.state_dict())  # the copy is not saved with the model
-    copy_before = fast._sampling_denoiser()
-    assert fast._sampling_denoiser() is copy_before  # unchanged weights: the same copy, not a new one per call
+    copy_before = fast.speedups.sampling_denoiser()
+    assert fast.speedups.sampling_denoiser() is copy_before  # unchanged weights: the same copy, not a new one per call
     with torch.no_grad():
         fast.denoiser.inner.conv_out.bias.add_(0.5)
     moved = fast.predict_next(*args, generator=g())
     assert (moved - ours).abs().mean() > 0.05
-    after_edit = fast._sampling_denoiser()
+    after_edit = fast.speedups.sampling_denoiser()
     for group in fast.optimizer.param_groups:
         group["lr"] = 1e-2  # past the warm-up's 1e-6, so that one step moves the frame by far more than bf16 rounding
     fast.train_step(batch(3))  # the fused AdamW step does not bump the weights' version counters
-    after_step = fast._sampling_denoiser()
+    after_step = fast.speedups.sampling_denoiser()
     assert after_step is not after_edit
     stepped = WorldModel(plain.cfg, autocast=False, channels_last=True)
     stepped.load_state_dict(fast.state_dict())  # the trained weights, sampled in fp32 without a copy
     levels = (fast.predict_next(*args, generator=g()) - stepped.predict_next(*args, generator=g())).abs() * 127.5
     assert levels.mean() < 0.5 and levels.max() <= 4  # the weights after the step (a stale copy is ~50 levels off)
     fast.load_state_dict(plain.state_dict())
-    assert fast._sampling_denoiser() is not after_step
+    assert fast.speedups.sampling_denoiser() is not after_step
     assert torch.equal(fast.predict_next(*args, generator=g()), ours)  # the same weights again: the same frame
 
 
@@ -331,9 +333,9 @@ def test_compiled_sampling_matches_eager_and_follows_the_weights():
     randomize_output_layer(model)
     args = conditioning()
     eager = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
-    model.compile_sampling()
+    compile_sampling(model)
     compiled = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
-    assert model.is_compiled  # it did compile, and did not fall back
+    assert model.speedups.sampling_is_compiled  # it did compile, and did not fall back
     assert (compiled - eager).abs().max() <= 2 / 255 + 1e-6  # fused kernels may round one 8-bit step apart
     with torch.no_grad():  # the compiled function reads the current weights, as training changes them
         model.denoiser.inner.conv_out.bias.add_(0.5)
@@ -353,10 +355,10 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    model.compile_sampling()
+    compile_sampling(model)
     with pytest.warns(UserWarning, match="no C.. compiler here"):
         fallback = model.predict_next(*args, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(fallback, eager) and not model.is_compiled
+    assert torch.equal(fallback, eager) and not model.speedups.sampling_is_compiled
 
 
 def test_compiled_training_matches_eager_and_keeps_the_state_dict():
@@ -364,13 +366,13 @@ def test_compiled_training_matches_eager_and_keeps_the_state_dict():
     randomize_output_layer(eager)
     compiled = WorldModel(eager.cfg, autocast=False, channels_last=False)
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile_training()
+    compile_training(compiled)
     assert set(compiled.state_dict()) == set(eager.state_dict())  # the compiled function is not a second module
     data, g = batch(3), lambda: torch.Generator().manual_seed(1)  # noqa: E731
     for _ in range(3):  # the compiled step reads the weights each step changes, and its gradients move them alike
-        loss_eager, loss_compiled = eager.train_step(data, generator=g()), compiled.train_step(data, generator=g())
+        (loss_eager, _), (loss_compiled, _) = eager.train_step(data, generator=g()), compiled.train_step(data, generator=g())
         assert abs(float(loss_eager) - float(loss_compiled)) <= 0.02 * float(loss_eager)
-    assert compiled._compiled_inner is not None  # it did compile, and did not fall back
+    assert compiled.speedups.training_network is not None  # it did compile, and did not fall back
     for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
         if a.is_floating_point():
             assert (a - b).abs().max() <= 0.02 * a.abs().max() + 1e-4, name
@@ -403,10 +405,10 @@ def _fails_in_backward(fn, **kwargs):
 def test_training_compile_failure_falls_back_to_one_eager_step(monkeypatch, broken_compile):
     model = tiny()
     monkeypatch.setattr(torch, "compile", broken_compile)
-    model.compile_training()
+    compile_training(model)
     with pytest.warns(UserWarning, match="no C.. compiler"):
-        loss = model.train_step(batch(3), generator=torch.Generator().manual_seed(1))
-    assert math.isfinite(loss) and model._compiled_inner is None and model.num_updates == 1
+        loss, _ = model.train_step(batch(3), generator=torch.Generator().manual_seed(1))
+    assert math.isfinite(loss) and model.speedups.training_network is None and model.num_updates == 1
     # the failed attempt took no optimiser step: AdamW counts exactly one
     assert all(int(state["step"]) == 1 for state in model.optimizer.state.values())
     model.train_step(batch(3))  # and training goes on, eagerly
@@ -437,3 +439,31 @@ def test_shipped_checkpoints_load_safely():
                     assert model.num_updates > 0
                     found += 1
     assert found == len(list(checkpoint_path("x", "y").parent.glob("*.pt"))), "every shipped .pt is named as pretrain names it"
+
+
+def test_a_non_finite_loss_changes_nothing_and_check_finite_names_it():
+    """The fused AdamW skips the step on the device (GradScaler's mechanism); finite steps are bit for bit those of a
+    plain update, and check_finite raises with the first bad update's number and loss."""
+    a, b = tiny(), tiny()
+    data = batch(2)
+    for _ in range(2):  # finite losses: the skip flag (0) changes nothing
+        a.train_step(data, generator=torch.Generator().manual_seed(0))
+        loss = b.loss(data, generator=torch.Generator().manual_seed(0))[0]
+        b.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(b.parameters(), 1.0)
+        b.optimizer.step()
+        b.scheduler.step()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+    a.check_finite()
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    moments = [s["exp_avg"].clone() for s in a.optimizer.state.values()]
+    weight = next(a.parameters())
+    a.update((weight * float("nan")).sum())  # a NaN loss with gradients through the weights
+    a.update(weight.sum() * 0 + float("inf"))
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(torch.equal(s["exp_avg"], m) for s, m in zip(a.optimizer.state.values(), moments))
+    with pytest.raises(FloatingPointError, match="WorldModel loss is nan at update 2"):
+        a.check_finite()
