@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 00 · The Atari 100k protocol and the replay data
 #
@@ -35,9 +50,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import diamond_lite
-from diamond_lite import atari, data, scores
+from diamond_lite import atari, data, memory, scores
 from diamond_lite.viz import show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 GAME = diamond_lite.COURSE_GAME
 print(f"profile: {P}   game: {GAME}")
@@ -141,6 +157,7 @@ plt.figure(figsize=(5, 2.2))
 plt.hist(counts, bins=np.arange(0.5, 31.5), rwidth=0.8)
 plt.xlabel("no-op frames at reset"); plt.ylabel("resets"); plt.tight_layout(); plt.show()
 print("min", min(counts), "max", max(counts))
+
 
 # %% [markdown]
 # ## 4. A life loss ends a training episode, not the game

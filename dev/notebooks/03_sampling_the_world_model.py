@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 03 · Sampling the world model: steps, solvers, and a dream
 #
@@ -12,15 +27,15 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import diamond_lite
-from diamond_lite import atari, data, sampler, world_model
-from diamond_lite.pretrain import checkpoint_path
+from diamond_lite import atari, data, memory, sampler, world_model
+from diamond_lite.pretrain import checkpoint_path, load_or_train
 from diamond_lite.viz import animate, show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 GAME = diamond_lite.COURSE_GAME
 torch.manual_seed(0)
@@ -34,19 +49,10 @@ print(f"profile: {P}   game: {GAME}")
 # %%
 env = atari.make_env(GAME)
 cfg = world_model.world_model_config(P.name, env.action_space.n)
-path = checkpoint_path(GAME, P.name)
-if path.exists():
-    model = world_model.WorldModel.load(path, game=GAME, config=cfg)
-    print(f"loaded {path.name}: {model.num_updates} updates")
-else:
-    train_dir = Path("../runs/notebook03") / GAME / "train"
-    train_data = data.Dataset(train_dir)
-    if train_data.num_steps == 0:
-        data.Collector(atari.make_env(GAME, seed=0), train_data, seed=0).collect(num_steps=P.pick(smoke=300, course=3000, paper=3000))
-    model = world_model.WorldModel(cfg, game=GAME)
-    segments = data.SegmentSampler(train_data, 5, 8, sample_weights=None, seed=0)
-    for _ in tqdm(range(P.pick(smoke=5, course=200, paper=200)), desc="train (no checkpoint found)"):
-        model.train_step(segments.sample().to_torch())
+train_data = data.Dataset(Path("../runs/notebook03") / GAME / "train")
+if not checkpoint_path(GAME, P.name).exists() and train_data.num_steps == 0:
+    data.Collector(atari.make_env(GAME, seed=0), train_data, seed=0).collect(num_steps=P.pick(smoke=300, course=3000, paper=3000))
+model = load_or_train("world_model", GAME, P.name, cfg, train_data, updates=P.pick(smoke=5, course=200, paper=200))
 
 test_dir = Path("../runs/notebook03") / GAME / "test"
 for f in test_dir.glob("*.npz"):
@@ -54,6 +60,7 @@ for f in test_dir.glob("*.npz"):
 test_data = data.Dataset(test_dir)
 data.Collector(atari.make_env(GAME, split="test", seed=1), test_data, seed=1).collect(num_episodes=P.pick(smoke=1, course=3, paper=5))
 print(f"{len(test_data)} held-out test episodes, lengths {test_data.lengths.tolist()}")
+
 
 # %% [markdown]
 # ## 2. The Karras schedule
@@ -65,7 +72,7 @@ print(f"{len(test_data)} held-out test episodes, lengths {test_data.lengths.toli
 # Write the schedule of Karras eq. 5: `σ_i = (σ_max^(1/ρ) + i/(N−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ` for
 # `i = 0 … N−1`, then a final 0, as a float32 tensor of N + 1 values. For N = 1, take `[σ_max, 0]` (DIAMOND does).
 
-# %% [solution: karras_schedule]
+# %% nbgrader={"grade": false, "grade_id": "karras_schedule", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_karras_sigmas(num_steps, sigma_min=2e-3, sigma_max=5.0, rho=7):
     ### BEGIN SOLUTION
     ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
@@ -75,7 +82,7 @@ def my_karras_sigmas(num_steps, sigma_min=2e-3, sigma_max=5.0, rho=7):
     ### END SOLUTION
 
 
-# %% [tests: karras_schedule_tests points=2]
+# %% nbgrader={"grade": true, "grade_id": "karras_schedule_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 for n in range(1, 11):
     torch.testing.assert_close(my_karras_sigmas(n), sampler.karras_sigmas(n))
 print("my_karras_sigmas matches diamond_lite.sampler.karras_sigmas for 1 to 10 steps")
@@ -96,6 +103,7 @@ plt.yscale("log"); plt.xlabel("step i"); plt.ylabel("σ_i  (0 drawn at 1e-3)"); 
 plt.title("Karras schedules (σ_max = 5, σ_min = 0.002, ρ = 7)"); plt.tight_layout(); plt.show()
 print("3 steps:", [round(float(x), 4) for x in sampler.karras_sigmas(3)])
 
+
 # %% [markdown]
 # ## 3. Euler, Heun and churn on real predictions
 # From the same held-out contexts we predict the next frame with several samplers and measure the error against the
@@ -108,7 +116,7 @@ print("3 steps:", [round(float(x), 4) for x in sampler.karras_sigmas(3)])
 # a straight line. Write it for any `denoise(x, sigma)` (which takes a `(B,)` tensor of levels), then chain your steps
 # along a schedule and compare with the package's sampler. (The step to σ = 0 lands exactly on `D(x, σ)`: check it.)
 
-# %% [solution: euler_step]
+# %% nbgrader={"grade": false, "grade_id": "euler_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_euler_step(denoise, x, sigma, sigma_next):
     ### BEGIN SOLUTION
     denoised = denoise(x, torch.full((x.shape[0],), sigma))
@@ -117,7 +125,7 @@ def my_euler_step(denoise, x, sigma, sigma_next):
     ### END SOLUTION
 
 
-# %% [tests: euler_step_tests points=2]
+# %% nbgrader={"grade": true, "grade_id": "euler_step_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 def gaussian_denoiser(sigma_data=0.5):
     """The exact D for data ~ N(0, σ_data²): a known answer to test samplers with."""
     return lambda x, sigma: x * sigma_data**2 / (sigma[:, None, None, None] ** 2 + sigma_data**2)

@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 04 · DDPM vs EDM: the paper's stability experiment, measured
 #
@@ -10,7 +25,12 @@
 # EDM's preconditioning instead asks the network for a well-scaled mix of signal and noise at every σ (notebook 01).
 #
 # The paper shows pictures; here we measure. Both models below share everything but the diffusion framework: the U-Net
-# (`FrameStackNet`), the data, the seed, the optimiser and the number of updates.
+# (`FrameStackNet`), the data, the seed, the optimiser and the number of updates. The DDPM model is DIAMOND's own
+# baseline, released on the `ddpm` branch of its repository and built on the diffusers library's `DDPMScheduler`:
+# ε-prediction (with the same offset noise as EDM), the noise level told to the network as `(t + 1) / T`, the past
+# frames stacked as they are, 1000 linear steps, and at sampling time diffusers' "leading" spacing (3 steps: t = 666,
+# 333, 0) — or, for a single step, one clean estimate from the middle, t = 500, which its authors found works best
+# (`diamond_lite.ddpm` has every detail; a test checks it step for step against `DDPMScheduler`).
 
 # %%
 import time
@@ -19,13 +39,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import diamond_lite
-from diamond_lite import atari, data, ddpm, world_model
-from diamond_lite.pretrain import checkpoint_path
+from diamond_lite import atari, data, memory, world_model
+from diamond_lite.pretrain import checkpoint_path, load_or_train
 from diamond_lite.viz import show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 GAME = diamond_lite.COURSE_GAME
 torch.manual_seed(0)
@@ -33,31 +53,19 @@ print(f"profile: {P}   game: {GAME}")
 
 # %% [markdown]
 # ## 1. Two world models, trained alike
-# `make pretrain` trains both in the course profile: 4,913 updates each at batch 16 on the same 30,000 random-policy
-# steps from the same seed (about 30 minutes each on a laptop CPU). Without the checkpoints, a short run of each
-# stands in (enough to run the notebook, not to reproduce the result).
+# `make pretrain` trains both in the course profile on the same 30,000 random-policy steps from the same seed: the EDM
+# model for 30 minutes (each of its updates has DIAMOND's two loss terms, notebook 02), the DDPM model for as many
+# updates (one term each, as on the `ddpm` branch). Without the checkpoints, a short run of each stands in (enough to
+# run the notebook, not to reproduce the result).
 
 # %%
 env = atari.make_env(GAME)
 cfg = world_model.world_model_config(P.name, env.action_space.n)
-kinds = {"EDM": ("world_model", world_model.WorldModel), "DDPM": ("ddpm_world_model", ddpm.DDPMWorldModel)}
-models = {}
-for name, (kind, cls) in kinds.items():
-    path = checkpoint_path(GAME, P.name, kind)
-    if path.exists():
-        models[name] = cls.load(path, game=GAME, config=cfg)
-        print(f"{name}: loaded {path.name} ({models[name].num_updates} updates)")
-if len(models) < 2:
-    train_dir = Path("../runs/notebook04") / GAME / "train"
-    train_data = data.Dataset(train_dir)
-    if train_data.num_steps == 0:
-        data.Collector(atari.make_env(GAME, seed=0), train_data, seed=0).collect(num_steps=P.pick(smoke=300, course=3000, paper=3000))
-    for name, (kind, cls) in kinds.items():
-        torch.manual_seed(0)
-        models[name] = cls(cfg, game=GAME)
-        segments = data.SegmentSampler(train_data, 5, 8, sample_weights=None, seed=0)
-        for _ in tqdm(range(P.pick(smoke=5, course=200, paper=200)), desc=f"train {name} (no checkpoint)"):
-            models[name].train_step(segments.sample().to_torch())
+train_data = data.Dataset(Path("../runs/notebook04") / GAME / "train")
+if not checkpoint_path(GAME, P.name).exists() and train_data.num_steps == 0:
+    data.Collector(atari.make_env(GAME, seed=0), train_data, seed=0).collect(num_steps=P.pick(smoke=300, course=3000, paper=3000))
+models = {name: load_or_train(kind, GAME, P.name, cfg, train_data, updates=P.pick(smoke=5, course=200, paper=200))
+          for name, kind in {"EDM": "world_model", "DDPM": "ddpm_world_model"}.items()}
 print({name: f"{m.num_parameters():,} parameters" for name, m in models.items()})
 
 # %% [markdown]
@@ -111,9 +119,9 @@ print(f"real frames: drift {distribution_drift(real.flatten(0, 1)).mean():.4f} o
 
 # %% [markdown]
 # ## 4. Dream with n = 1, 2, 3, 5, 10 denoising steps
-# EDM uses its 3-step Euler sampler's schedule with `n` steps; DDPM uses its ancestral sampler on `n` evenly spaced
-# timesteps out of 1000 (the respacing of Nichol & Dhariwal 2021; see `diamond_lite.ddpm` for the details and what
-# DIAMOND's paper leaves unsaid). Same starting noise seed for every run.
+# EDM uses its Euler sampler's Karras schedule with `n` steps; DDPM uses the `ddpm` branch's sampler: ancestral steps
+# on diffusers' "leading" timesteps (`n - 1` multiples of `1000 // n`, then 0), or one clean estimate at t = 500 when
+# `n = 1`. Same starting noise seed for every run.
 
 # %%
 step_counts = P.pick(smoke=[1, 3], course=[1, 2, 3, 5, 10], paper=[1, 2, 3, 5, 10])
@@ -181,9 +189,9 @@ else:
     print("The claim does NOT hold in this run: with one denoising step, EDM did not drift less than DDPM on both measures.")
 
 # %% [markdown]
-# What the numbers mean. DDPM with one step must turn pure noise into a frame with a single ε-prediction at t = 1000,
-# where the network mostly echoes its input: the estimate of the clean frame is poor, and fed back as context the
-# errors compound. More steps help DDPM (the paper's Appendix K: "DDPM becomes more stable with increasing number of
+# What the numbers mean. DDPM with one step must turn pure noise into a frame with a single ε-prediction — at t = 500
+# here, as the `ddpm` branch does, since at the top of the schedule the network mostly echoes its input — and its
+# estimate of the clean frame from pure noise is poor; fed back as context, the errors compound. More steps help DDPM (the paper's Appendix K: "DDPM becomes more stable with increasing number of
 # denoising steps"), at a proportional cost in network evaluations. EDM's one-step estimate is already a sensible frame.
 #
 # Two honest caveats. Our models are small and trained for 30 minutes on random-policy data, not for days on expert

@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 05 · The reward and termination model
 #
@@ -31,10 +46,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import diamond_lite
-from diamond_lite import atari, data, rew_end
-from diamond_lite.pretrain import HORIZON, checkpoint_path
+from diamond_lite import atari, data, memory, rew_end
+from diamond_lite.pretrain import checkpoint_path
+from diamond_lite.rew_end import HORIZON
 from diamond_lite.viz import LiveCurves, show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 GAME = diamond_lite.COURSE_GAME
 torch.manual_seed(0)
@@ -118,11 +135,12 @@ model = rew_end.RewEndModel(cfg, game=GAME)
 tensors = sampler.sample(8).to_torch()
 print(f"{model.num_parameters():,} parameters ({P} profile; the paper's has 5,902,656 at 18 actions)")
 
+
 # %% [markdown]
 # **Exercise — the reward/end loss.** Write `reward_end_loss(model, batch)`: call `model(obs, act, next_obs)` on the
 # `L − 1` transitions of the batch, and return the sum of the two cross-entropies over the real steps.
 
-# %% [solution: reward_end_loss]
+# %% nbgrader={"grade": false, "grade_id": "reward_end_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def reward_end_loss(model, batch):
     """Cross-entropy of the reward sign plus that of the end, over the real transitions of ``batch``."""
     ### BEGIN SOLUTION
@@ -134,7 +152,8 @@ def reward_end_loss(model, batch):
     return F.cross_entropy(logits_rew[real], target_rew[real]) + F.cross_entropy(logits_end[real], target_end[real])
     ### END SOLUTION
 
-# %% [tests: reward_end_loss_tests points=2]
+
+# %% nbgrader={"grade": true, "grade_id": "reward_end_loss_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 mine, (package, _) = reward_end_loss(model, tensors), model.loss(tensors)
 print(f"by hand: {mine.item():.6f}   package: {package.item():.6f}")
 assert torch.allclose(mine, package, atol=1e-4)
@@ -199,6 +218,7 @@ if pretrained is not None:
     print(f"pretrained: {pretrained.num_updates} updates")
 else:
     print(f"no {path.name}: scoring the model trained above")
+
 
 # %% [markdown]
 # ## 6. Precision, recall and confusion on held-out episodes

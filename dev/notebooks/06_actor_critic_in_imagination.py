@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 06 · The actor-critic, trained in imagination
 #
@@ -30,10 +45,12 @@ import torch
 from tqdm.auto import tqdm
 
 import diamond_lite
-from diamond_lite import actor_critic, atari, data, imagination, rew_end, world_model
-from diamond_lite.pretrain import HORIZON, checkpoint_path
+from diamond_lite import actor_critic, atari, data, imagination, memory, rew_end, world_model
+from diamond_lite.pretrain import load_or_train
+from diamond_lite.rew_end import HORIZON
 from diamond_lite.viz import LiveCurves, animate, show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 GAME = diamond_lite.COURSE_GAME
 torch.manual_seed(0)
@@ -41,6 +58,7 @@ env = atari.make_env(GAME)
 NUM_ACTIONS = env.action_space.n
 ACTION_NAMES = env.action_names
 print(f"profile: {P}   game: {GAME}   actions: {ACTION_NAMES}")
+
 
 # %% [markdown]
 # ## 1. λ-returns
@@ -61,7 +79,7 @@ print(f"profile: {P}   game: {GAME}   actions: {ACTION_NAMES}")
 # **Exercise — λ-returns.** Write the recursion in plain Python, one number at a time, for one window given as lists
 # (rewards are clipped to their sign first).
 
-# %% [solution: lambda_returns]
+# %% nbgrader={"grade": false, "grade_id": "lambda_returns", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def lambda_returns_by_hand(rew, end, trunc, val_next, gamma, lam):
     """λ-returns of one episode window, from plain lists."""
     ### BEGIN SOLUTION
@@ -76,13 +94,14 @@ def lambda_returns_by_hand(rew, end, trunc, val_next, gamma, lam):
     return returns
     ### END SOLUTION
 
+
 # %% [markdown]
 # Now the package's batched version (`actor_critic.lambda_returns`, a loop over time on whole tensors) against it, on
 # random windows with ends and truncations in the middle:
 
-# %% [tests: lambda_returns_tests points=2]
+# %% nbgrader={"grade": true, "grade_id": "lambda_returns_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 g = torch.Generator().manual_seed(0)
-B, T = 64, 15
+B, T = 64, HORIZON
 rew = torch.randint(-1, 2, (B, T), generator=g).float() * (torch.rand(B, T, generator=g) < 0.3)
 end = torch.rand(B, T, generator=g) < 0.05
 trunc = (torch.rand(B, T, generator=g) < 0.05) & ~end
@@ -105,9 +124,9 @@ assert lambda_returns_by_hand([5.0], [True], [False], [3.0], 0.9, 0.5) == [1.0] 
 # between, leaning on the value a little at each step.
 
 # %%
-r = torch.zeros(1, 15); r[0, 10] = 1
-v = torch.full((1, 15), 0.5)
-no = torch.zeros(1, 15, dtype=torch.bool)
+r = torch.zeros(1, HORIZON); r[0, 10] = 1
+v = torch.full((1, HORIZON), 0.5)
+no = torch.zeros(1, HORIZON, dtype=torch.bool)
 plt.figure(figsize=(7, 2.8))
 for lam in [0.0, 0.5, 0.95, 1.0]:
     plt.plot(actor_critic.lambda_returns(r, no, no, v, 0.985, lam)[0], "o-", ms=3, label=f"λ = {lam}")
@@ -120,33 +139,14 @@ plt.title("λ-returns of a window with one reward (V ≡ 0.5, γ = 0.985)"); plt
 # stand in, enough to run but not to learn), and real episodes to start imagined ones from.
 
 # %%
-def load_or_train(kind, cls, cfg, train):
-    path = checkpoint_path(GAME, P.name, kind)
-    if path.exists():
-        model = cls.load(path, game=GAME, config=cfg)
-        print(f"loaded {path.name}: {model.num_updates} updates")
-        return model
-    model = cls(cfg, game=GAME)
-    train(model)
-    return model
-
 replay = data.Dataset(Path("../runs/notebook06") / GAME / "replay")
 missing = P.pick(smoke=300, course=3000, paper=10000) - replay.num_steps
 if missing > 0:
     data.Collector(atari.make_env(GAME, split="train", seed=0), replay, seed=0).collect(num_steps=missing)
 
-def quick_world_model(m):
-    s = data.SegmentSampler(replay, 5, 8, seed=0)
-    for _ in tqdm(range(P.pick(smoke=3, course=100, paper=100)), desc="train world model (no checkpoint)"):
-        m.train_step(s.sample().to_torch(m.device))
-
-def quick_rew_end(m):
-    s = data.SegmentSampler(replay, HORIZON + 4, 4, seed=0, can_sample_beyond_end=True)
-    for _ in tqdm(range(P.pick(smoke=3, course=100, paper=100)), desc="train reward/end model (no checkpoint)"):
-        m.train_step(s.sample().to_torch(m.device))
-
-wm = load_or_train("world_model", world_model.WorldModel, world_model.world_model_config(P.name, NUM_ACTIONS), quick_world_model)
-rem = load_or_train("rew_end_model", rew_end.RewEndModel, rew_end.rew_end_config(P.name, NUM_ACTIONS), quick_rew_end)
+quick = P.pick(smoke=3, course=100, paper=100)  # updates of each model when make pretrain's are missing
+wm = load_or_train("world_model", GAME, P.name, world_model.world_model_config(P.name, NUM_ACTIONS), replay, updates=quick)
+rem = load_or_train("rew_end_model", GAME, P.name, rew_end.rew_end_config(P.name, NUM_ACTIONS), replay, updates=quick, batch_size=4)
 
 NUM_ENVS = P.pick(smoke=2, course=8, paper=32)
 dream = imagination.ImaginationEnv(wm, rem, data.SegmentSampler(replay, wm.n, NUM_ENVS, seed=0), num_envs=NUM_ENVS,
@@ -185,6 +185,7 @@ def show_rollout(traj, env_index=0, every=2, title=""):
 before = imagined_rollout(agent)
 show_rollout(before, title="imagined, untrained agent (π: probability of each action)")
 
+
 # %% [markdown]
 # ## 4. The loss
 # From a window of `T = 15` steps the loss has three terms (DIAMOND's `ActorCritic.forward`):
@@ -199,7 +200,7 @@ show_rollout(before, title="imagined, untrained agent (π: probability of each a
 # **Exercise — the actor-critic loss.** Write it from a trajectory (`logits`, `act`, `val`, and what the λ-returns
 # need) and the configuration (`cfg.gamma`, `cfg.lambda_`, `cfg.weight_value_loss`, `cfg.weight_entropy_loss`).
 
-# %% [solution: actor_critic_loss]
+# %% nbgrader={"grade": false, "grade_id": "actor_critic_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_actor_critic_loss(traj, cfg):
     """REINFORCE with a value baseline + value regression + entropy bonus, on one window."""
     ### BEGIN SOLUTION
@@ -211,11 +212,12 @@ def my_actor_critic_loss(traj, cfg):
     return policy + value - cfg.weight_entropy_loss * dist.entropy().mean()
     ### END SOLUTION
 
+
 # %% [markdown]
 # The check, with autograd: same value as the package's loss, and the gradient that reaches the values is exactly the
 # value regression's (the policy term sends none), while nothing reaches the bootstrap values behind the targets.
 
-# %% [tests: actor_critic_loss_tests points=2]
+# %% nbgrader={"grade": true, "grade_id": "actor_critic_loss_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 traj = imagined_rollout(agent, seed=1)
 traj = {k: v.detach() for k, v in traj.items()}
 traj["val"] = traj["val"].clone().requires_grad_()

@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 07 · The full Atari 100k run
 #
@@ -13,7 +28,7 @@
 # **The game.** Notebooks 00–06 used Breakout because its frames explain themselves. A CPU run makes about 900
 # actor-critic updates and about 4,000 world-model updates, where the paper makes 400,000 of each. So the course run
 # needs a game whose rewards come often enough that a small world model, trained briefly, has seen many of them:
-# **Krull**. Measured (`dev/choose_game.py`, `docs/agent.md`): a random policy earns a reward on 10.6% of its steps
+# **Krull**. Measured (`docs/journal/choosing_the_course_game.md`): a random policy earns a reward on 10.6% of its steps
 # (KungFuMaster 0.57%, Seaquest 0.67%, Frostbite 2.1%), and the course's actor-critic, trained on the real game alone
 # with the course's budget, scores 1.7× a random policy (the model-free check). Course runs on Qbert, Seaquest,
 # KungFuMaster and Frostbite did not beat a random policy: their world models did not draw the small, rare events
@@ -29,9 +44,10 @@ import numpy as np
 import torch
 
 import diamond_lite
-from diamond_lite import evaluate, scores, train
+from diamond_lite import config, evaluate, memory, run_folder, scores, train
 from diamond_lite.viz import show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 GAME = diamond_lite.COURSE_RUN_GAME
 print(f"profile: {P}   game: {GAME}")
@@ -70,7 +86,7 @@ ax.set_xlim(0, 0.95); ax.set_ylim(-0.05, 0.95); plt.show()
 # %%
 rows = []
 for name in ("smoke", "course", "paper"):
-    c = train.run_config(GAME, name)
+    c = config.run_config(GAME, name)
     rows.append((name, c.collection.num_steps_total, c.collection.first_epoch_min, c.training_world_model.steps_per_epoch,
                  c.training_rew_end_model.steps_per_epoch, c.training_actor_critic.steps_per_epoch, c.training_actor_critic.batch_size,
                  c.world_model.unet.channels, c.horizon, c.num_denoising_steps))
@@ -84,9 +100,9 @@ for r in rows:
 # this cell is stopped or the kernel dies, running it again continues from its last checkpoint (`Run.resume`): one is
 # written after every epoch, and every 10 minutes inside a long one.
 # In the course profile a whole run takes about one and a half hours on a 2-core CPU with bf16 instructions (AVX-512
-# bf16 or AMX; 1 h 25 min measured on Krull, `docs/agent.md`, session 22), the first epoch alone about 20 minutes
+# bf16 or AMX; 1 h 25 min measured on Krull, `docs/results.md`), the first epoch alone about 20 minutes
 # (every model's first, longer training), and about four hours on one with AVX2 only (measured on KungFuMaster: 51
-# min for the first epoch, about 2 min for each later one; `docs/agent.md`, session 16;
+# min for the first epoch, about 2 min for each later one; `docs/journal/course_runs.md`, 2026-12-03;
 # `python -m diamond_lite.evaluate RUN --time` projects yours after two epochs). The committed outputs below come from
 # such a run. You can also start it in a terminal (`make train`) and run this notebook when it is done: the cell then
 # only loads it.
@@ -101,19 +117,19 @@ else:
 if (out / "config.json").exists():
     run = train.Run.resume(out)
 else:
-    run = train.Run(train.run_config(GAME, P.name), out)
+    run = train.Run(config.run_config(GAME, P.name), out)
 results = run.run()
 print(json.dumps({k: v for k, v in results.items() if not k.endswith("returns")}, indent=1))
 
 # %% [markdown]
 # ## 4. Learning curves
-# Every event of the run is one line of `metrics.jsonl` (`evaluate.read_log`). From them, `evaluate.plot_curves`
+# Every event of the run is one line of `metrics.jsonl` (`run_folder.read_log`). From them, `evaluate.plot_curves`
 # draws the losses of the two world-model parts per epoch, the return the agent expects in imagination, its policy
 # entropy, the real test returns, and the return of every training episode (`python -m diamond_lite.evaluate RUN
 # --curves FILE` saves the same figure).
 
 # %%
-log = evaluate.read_log(out)
+log = run_folder.read_log(out)
 print(f"{len(log)} events; the first two:", *log[:2], sep="\n")
 evaluate.plot_curves(log, title=f"{GAME}, {P} profile"); plt.show()
 
@@ -150,7 +166,7 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # taught it about *when* to press them does not carry over to the game yet.
 # Its test returns were highest at epoch 20 (3,483 over 4 episodes) and then drifted down to about 2,800.
 #
-# Why Krull and not the games tried before (`docs/agent.md`, sessions 7–21): on Qbert, Seaquest, KungFuMaster and
+# Why Krull and not the games tried before (`docs/results.md`, "The games tried before Krull"): on Qbert, Seaquest, KungFuMaster and
 # Frostbite a course run played at random. Their rewards are rare, small events (a torpedo meeting a shark,
 # an ice floe turning blue, an enemy at contact) that the course world model, after about 4,000 updates, did not
 # draw, so imagination paid for the wrong actions or for none. Krull pays on a tenth of its random steps, and here
@@ -204,11 +220,11 @@ evaluate.plot(summary); plt.show()
 # ```
 #
 # DIAMOND reports about 2.9 days per game on one RTX 4090; what this implementation costs per step on a GPU is
-# measured in `docs/benchmarks.md`. Five seeds of the 26 games make the Atari 100k benchmark.
+# measured in `docs/performance.md` (`bash dev/gpu_check.sh` measures it on one call to a GPU machine). Five seeds of the 26 games make the Atari 100k benchmark.
 #
 # **One per-game setting: Freeway.** In Freeway a point takes a long run of mostly UP moves, and a policy sampled
 # at temperature 1 from nearly uniform logits wanders: the data would hardly ever show a reward. DIAMOND, like IRIS
 # before it, lowers the policy's sampling temperature when collecting real data on Freeway only (its authors confirm
 # it in the DIAMOND repository's issue #34). `run_config` sets `collection.temperature` to
-# `train.FREEWAY_TEMPERATURE` (0.01) for Freeway and 1 for every other game; evaluation and imagination always sample
+# `config.FREEWAY_TEMPERATURE` (0.01) for Freeway and 1 for every other game; evaluation and imagination always sample
 # at temperature 1. The value IRIS's appendix gives could not be checked from here, so 0.01 is our choice.

@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python (diamond-lite)
+#     language: python
+#     name: diamond-lite
+# ---
+
 # %% [markdown]
 # # 08 · Playing inside the world model
 #
@@ -11,18 +26,18 @@
 # widget only draws it.
 
 # %%
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import diamond_lite
-from diamond_lite import actor_critic, atari, data, rew_end, world_model
+from diamond_lite import actor_critic, atari, data, memory, rew_end, world_model
 from diamond_lite.player import DatasetViewer, Player, player_widget, save_gif, save_mp4, viewer_widget
-from diamond_lite.pretrain import checkpoint_path
+from diamond_lite.pretrain import load_or_train
 from diamond_lite.viz import animate, show_frames
 
+memory.keep_freed_memory()  # freed memory stays in the process: faster training steps on a CPU (diamond_lite.memory)
 P = diamond_lite.profile()
 torch.manual_seed(0)
 
@@ -34,35 +49,20 @@ torch.manual_seed(0)
 # frames of a replay dataset.
 
 # %%
-from diamond_lite.component import read_checkpoint
-from diamond_lite.train import STATE_FORMAT, RunConfig
+from diamond_lite.run_folder import load_run
 
 run_dir = Path("../runs") / f"{diamond_lite.COURSE_RUN_GAME}-{P}"
-checkpoints = sorted(run_dir.glob("checkpoints/epoch_*.pt"))
 root = Path("../runs/notebook08")
-if checkpoints:
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    GAME, state = cfg.game, read_checkpoint(checkpoints[-1], STATE_FORMAT, "training run")
-    wm = world_model.WorldModel(cfg.world_model, game=GAME)
-    rem = rew_end.RewEndModel(cfg.rew_end_model, game=GAME)
-    agent = actor_critic.ActorCritic(cfg.actor_critic, game=GAME)
-    for model, name in ((wm, "world_model"), (rem, "rew_end_model"), (agent, "actor_critic")):
-        model.load_state_dict(state["models"][name])
-    replay = data.Dataset(run_dir / "dataset" / "train")
-    print(f"{GAME}: the three models of {checkpoints[-1]} (epoch {state['epoch']}, {state['env_steps']:,} real steps)")
+if list(run_dir.glob("checkpoints/epoch_*.pt")):
+    run = load_run(run_dir)
+    GAME, wm, rem, agent, replay = run.cfg.game, run.world_model, run.rew_end_model, run.actor_critic, run.dataset
+    print(f"{GAME}: the three models of {run.checkpoint} (epoch {run.epoch}, {run.env_steps:,} real steps)")
 else:
     GAME = diamond_lite.COURSE_GAME
     num_actions = atari.make_env(GAME).action_space.n
 
-    def load(kind, cls, cfg):
-        path = checkpoint_path(GAME, P.name, kind)
-        if path.exists():
-            return cls.load(path, game=GAME, config=cfg)
-        print(f"no {path.name}: an untrained {cls.__name__} stands in (the pictures will be noise)")
-        return cls(cfg, game=GAME)
-
-    wm = load("world_model", world_model.WorldModel, world_model.world_model_config(P.name, num_actions))
-    rem = load("rew_end_model", rew_end.RewEndModel, rew_end.rew_end_config(P.name, num_actions))
+    wm = load_or_train("world_model", GAME, P.name, world_model.world_model_config(P.name, num_actions))
+    rem = load_or_train("rew_end_model", GAME, P.name, rew_end.rew_end_config(P.name, num_actions))
     agent = actor_critic.ActorCritic(actor_critic.actor_critic_config(P.name, num_actions), game=GAME)
     print(f"{GAME}: pretrained world and reward/end models; no run of notebook 07 yet, so an untrained agent")
     replay = data.Dataset(root / GAME / "replay")
@@ -119,6 +119,7 @@ with torch.no_grad():
     dream = wm.rollout(context, torch.from_numpy(act[: len(act) - 1])[None], num_steps=3)[0]
 pairs = min(len(dream), len(obs) - 4)
 animate([[obs[4 + t] for t in range(pairs)], [dream[t] for t in range(pairs)]], fps=8, titles=["real game", "world model, same actions"])
+
 
 # %% [markdown]
 # ## 4. Exploring the limits
