@@ -32,9 +32,11 @@ def offered(name: str, python: str) -> list[str]:
     args = [sys.executable, "-m", "pip", "index", "versions", name, "--python-version", python, "--only-binary=:all:"]
     for platform in PLATFORMS:
         args += ["--platform", platform]
-    out = subprocess.run(args, capture_output=True, text=True).stdout
-    match = re.search(r"Available versions: (.*)", out)
-    return match.group(1).split(", ") if match else []
+    for _ in range(3):  # an index page that did not come (a timeout, a busy index) is asked for again
+        match = re.search(r"Available versions: (.*)", subprocess.run(args, capture_output=True, text=True).stdout)
+        if match:
+            return match.group(1).split(", ")
+    return []
 
 
 def main() -> int:
@@ -42,7 +44,7 @@ def main() -> int:
     parser.add_argument("--pythons", nargs="+", default=["3.11", "3.12", "3.13"])
     args = parser.parse_args()
     jobs = [(name, version, python) for name, version in pins() for python in args.pythons]
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(4) as pool:
         found = list(pool.map(lambda job: offered(job[0], job[2]), jobs))
     missing = [(name, version, python) for (name, version, python), versions in zip(jobs, found) if version not in versions]
     for python in args.pythons:
