@@ -167,8 +167,10 @@ class RunFolder:
                              f"({stands}; every finished episode is on disk): free some space, then continue with "
                              f"--resume {self.dir}") from None  # fmt: skip
 
-    def check_free_space(self, checkpoint_bytes: int, checkpoints: int, steps_left: int) -> None:
-        """Refuse to start a run the disk cannot hold: ``checkpoints`` checkpoints and the dataset still to come."""
+    def check_free_space(self, models: list, checkpoints: int, steps_left: int) -> None:
+        """Refuse to start a run the disk cannot hold: ``checkpoints`` checkpoints of ``models`` (their weights and AdamW's
+        two moments) and the dataset still to come."""
+        checkpoint_bytes = sum(p.numel() * p.element_size() * 3 for m in models for p in m.parameters())
         needed = checkpoint_bytes * checkpoints + steps_left * BYTES_PER_STEP
         free = shutil.disk_usage(self.dir).free
         if free < needed:

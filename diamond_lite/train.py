@@ -16,12 +16,10 @@ Algorithm 1 of the paper, as DIAMOND's ``src/trainer.py`` schedules it:
 
 ``--model-free`` trains the actor-critic on the real game only (batched real environments), DIAMOND's switch.
 
-The configuration is ``diamond_lite.config`` (profiles, ``--set``); the run's folder, its checkpoints, metrics log and
+The configuration is ``diamond_lite.config`` (profiles, ``--set``); the run's folder, checkpoints, metrics log and
 random streams are ``diamond_lite.run_folder``. ``--resume`` continues after the last checkpoint, even one written
-inside an epoch: every collected episode kept (steps played after the checkpoint count toward the epoch that played
-them, so the run's total of real steps does not change), models, optimisers, counters and random streams restored,
-and the metrics log cut back to that point. The game itself restarts: an episode cut by the crash stays in the data,
-unfinished, and a new one begins.
+inside an epoch, with every collected episode kept (the real steps played after it count toward the epoch that
+played them); the game itself restarts, and an episode cut by the crash stays in the data, unfinished.
 """
 
 from __future__ import annotations
@@ -86,14 +84,10 @@ class Run:
         # What each model trains on: segments of the replay data, or the actor-critic's episodes in imagination
         n = cfg.world_model.num_steps_conditioning
         t = {name: getattr(cfg, f"training_{name}") for name in MODELS}
-        self.samplers = {
-            "world_model": SegmentSampler(self.dataset, self.world_model.segment_length, t["world_model"].batch_size,
-                                          t["world_model"].sample_weights, seed=seed),
-            "rew_end_model": SegmentSampler(self.dataset, cfg.horizon + n, t["rew_end_model"].batch_size,
-                                            t["rew_end_model"].sample_weights, seed=seed + 1, can_sample_beyond_end=True),
-            "actor_critic": SegmentSampler(self.dataset, n, t["actor_critic"].batch_size, t["actor_critic"].sample_weights,
-                                           seed=seed + 2),
-        }  # fmt: skip
+        lengths = {"world_model": self.world_model.segment_length, "rew_end_model": cfg.horizon + n, "actor_critic": n}
+        self.samplers = {name: SegmentSampler(self.dataset, lengths[name], t[name].batch_size, t[name].sample_weights, seed=seed + i,
+                                              can_sample_beyond_end=name == "rew_end_model")
+                         for i, name in enumerate(MODELS)}  # fmt: skip
         if cfg.model_free:
             rl_env = RealVectorEnv([self.make_env(game, split="train", seed=seed + 1000 + i) for i in range(t["actor_critic"].batch_size)],
                                    self.device)  # fmt: skip
@@ -110,10 +104,8 @@ class Run:
         }
         self.trained = ("actor_critic",) if cfg.model_free else MODELS
 
-        models = [getattr(self, name) for name in MODELS]
-        checkpoint_bytes = sum(p.numel() * p.element_size() * 3 for m in models for p in m.parameters())  # weights + 2 Adam moments
         steps_left = max(0, cfg.collection.num_steps_total - self.dataset.num_steps)
-        self.folder.check_free_space(checkpoint_bytes, cfg.checkpoints_to_keep + 1, steps_left)
+        self.folder.check_free_space([getattr(self, name) for name in MODELS], cfg.checkpoints_to_keep + 1, steps_left)
         self.epoch = 0
         self.num_epochs_collect: int | None = None
         self.env_steps_at_checkpoint = self.dataset.num_steps
@@ -225,27 +217,23 @@ class Run:
         return means
 
     def evaluate(self, num_episodes: int, event: str = "evaluate") -> list[float]:
-        c = self.cfg.collection
+        """Test episodes of the agent (ε = 0 in the paper); a whole game each, minutes in the course profile."""
         env = self.make_env(self.cfg.game, split="test", seed=self.cfg.seed + 10_000 + self.epoch)
-        policy = Policy(self.actor_critic, epsilon=c.test_epsilon, seed=self.cfg.seed + self.epoch)
-        started = time.monotonic()
-        # a whole game per episode: minutes in the course profile, so it gets its own bar under the epoch's
-        returns = evaluate_policy(policy, env, num_episodes, max_steps=c.test_max_steps or None, progress=self.progress,
-                                  desc=f"epoch {self.epoch}: {event.replace('_', ' ')}", leave=False)
-        self.test_returns = returns
-        self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)),
-                 seconds=round(time.monotonic() - started, 2))
-        return returns
+        policy = Policy(self.actor_critic, epsilon=self.cfg.collection.test_epsilon, seed=self.cfg.seed + self.epoch)
+        self.test_returns = self._play(policy, env, num_episodes, event, f"epoch {self.epoch}: {event.replace('_', ' ')}")
+        return self.test_returns
 
     def random_baseline(self, num_episodes: int) -> list[float]:
         """Returns of a uniformly random policy over the same number of test episodes, under the same step cap:
         the yardstick a short run must clear (the published random scores are over whole 108k-frame games)."""
-        c = self.cfg.collection
         env = self.make_env(self.cfg.game, split="test", seed=self.cfg.seed + 20_000)
+        return self._play(RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, "random_baseline", "random baseline")
+
+    def _play(self, policy, env, num_episodes: int, event: str, desc: str) -> list[float]:
         started = time.monotonic()
-        returns = evaluate_policy(RandomPolicy(env, self.cfg.seed + 20_000), env, num_episodes, max_steps=c.test_max_steps or None,
-                                  progress=self.progress, desc="random baseline", leave=False)  # fmt: skip
-        self.log("random_baseline", returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)),
+        returns = evaluate_policy(policy, env, num_episodes, max_steps=self.cfg.collection.test_max_steps or None,
+                                  progress=self.progress, desc=desc, leave=False)  # fmt: skip
+        self.log(event, returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)),
                  seconds=round(time.monotonic() - started, 2))
         return returns
 

@@ -153,6 +153,21 @@ ax.hist(rand, bins, alpha=0.6, label="random policy"); ax.hist(agent, bins, alph
 ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 
 # %% [markdown]
+# ## 6. Does it use what it sees? The agent against its blind twin
+# Beating a random policy can come from a preference alone: in many games some buttons pay more than others whatever
+# is on the screen. The question DIAMOND's paper is about — does an agent trained in a world model use what it sees?
+# — needs a sharper yardstick: the agent's **blind twin**, a policy that draws each action from the agent's own action
+# frequencies, never looking at the frame. New test episodes of the agent (its actions counted), then as many of its
+# twin (`python -m diamond_lite.evaluate RUN --fresh N --blind`):
+
+# %%
+twin = evaluate.fresh_result(out, P.pick(smoke=1, course=20, paper=100), with_random=False, with_blind=True)
+d = evaluate.versus_blind(twin)
+print(evaluate.format_versus_random(twin, d, "blind"))
+top = sorted(twin["action_frequencies"].items(), key=lambda kv: -kv[1])[:4]
+print("the agent's most frequent actions:", ", ".join(f"{name} {p:.0%}" for name, p in top))
+
+# %% [markdown]
 # **What the committed run shows, honestly.** The course run behind these outputs (Krull, seed 0, `docs/agent.md`,
 # session 22) beat the random policy by a clear margin: 2,768 ± 1,179 against 1,914 ± 530 over 20 episodes each, +854
 # with a bootstrap interval of about [+334, +1,462] (over 100 new episodes each: 2,412 ± 740 against 1,705 ± 542, +707
@@ -174,7 +189,7 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # matter, and a small world model draws the details it was shown often.
 
 # %% [markdown]
-# ## 6. Imagined and real episodes of the trained agent
+# ## 7. Imagined and real episodes of the trained agent
 # The same agent, started from the same real frames, in the world model (top) and in the real game (bottom): where
 # they part ways is where the world model is wrong.
 
@@ -201,7 +216,7 @@ show_frames([dream[0, t] for t in steps] + [episode.obs[start + t] for t in step
             suptitle="the agent's actions replayed in the world model (top) and the real game (bottom)")
 
 # %% [markdown]
-# ## 7. Where it stands
+# ## 8. Where it stands
 # The run's final evaluation beside the published per-game scores (`python -m diamond_lite.evaluate` does the same for
 # several runs and games, with bootstrap confidence intervals).
 
@@ -211,7 +226,7 @@ print(evaluate.table(summary))
 evaluate.plot(summary); plt.show()
 
 # %% [markdown]
-# ## 8. The paper run, on a GPU
+# ## 9. The paper run, on a GPU
 # The `paper` profile holds DIAMOND's hyperparameters unchanged (`data/diamond_hyperparameters.json`, tested):
 #
 # ```bash
