@@ -28,15 +28,15 @@ def pins() -> list[tuple[str, str]]:
     return [tuple(p.split("==")) for p in project["dependencies"] + project["optional-dependencies"]["dev"]]
 
 
-def offered(name: str, python: str) -> list[str]:
+def offered(name: str, python: str) -> list[str] | None:
     args = [sys.executable, "-m", "pip", "index", "versions", name, "--python-version", python, "--only-binary=:all:"]
     for platform in PLATFORMS:
         args += ["--platform", platform]
-    for _ in range(3):  # an index page that did not come (a timeout, a busy index) is asked for again
+    for _ in range(5):  # an index page that did not come (a timeout, a busy index) is asked for again
         match = re.search(r"Available versions: (.*)", subprocess.run(args, capture_output=True, text=True).stdout)
         if match:
             return match.group(1).split(", ")
-    return []
+    return None  # the index did not answer: unknown, not missing
 
 
 def main() -> int:
@@ -44,13 +44,16 @@ def main() -> int:
     parser.add_argument("--pythons", nargs="+", default=["3.11", "3.12", "3.13"])
     args = parser.parse_args()
     jobs = [(name, version, python) for name, version in pins() for python in args.pythons]
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(2) as pool:
         found = list(pool.map(lambda job: offered(job[0], job[2]), jobs))
-    missing = [(name, version, python) for (name, version, python), versions in zip(jobs, found) if version not in versions]
+    missing = [job for job, versions in zip(jobs, found) if versions is not None and job[1] not in versions]
+    unknown = [job for job, versions in zip(jobs, found) if versions is None]
     for python in args.pythons:
         bad = [f"{n}=={v}" for n, v, p in missing if p == python]
-        print(f"Python {python}: {len(pins()) - len(bad)}/{len(pins())} pins offered as wheels" + (f"; missing: {', '.join(bad)}" if bad else ""))
-    return 1 if missing else 0
+        unasked = [f"{n}=={v}" for n, v, p in unknown if p == python]
+        print(f"Python {python}: {len(pins()) - len(bad) - len(unasked)}/{len(pins())} pins offered as wheels"
+              + (f"; missing: {', '.join(bad)}" if bad else "") + (f"; the index did not answer for: {', '.join(unasked)}" if unasked else ""))
+    return 1 if missing or unknown else 0
 
 
 if __name__ == "__main__":
