@@ -305,7 +305,7 @@ print(f"{num_updates} updates in {seconds / 60:.1f} min ({seconds / num_updates:
 
 # %% [markdown]
 # A few hundred updates teach the model the static background and little else. `make pretrain` trains the same
-# configuration for 30 minutes on 30k steps of data and saves it in `data/checkpoints/`; we use it from here on when it
+# configuration for 2,500 updates (about an hour on one core of a laptop CPU) on 30k steps of data and saves it in `data/checkpoints/`; we use it from here on when it
 # is there (and the model just trained otherwise).
 
 # %%
@@ -358,8 +358,8 @@ show_frames(list(preds) + [spread], [f"action {name}" for name in env.action_nam
 
 # %% [markdown]
 # ## 8. What the second term buys: long dreams
-# `make pretrain` also trains the same model *without* the second term (`--autoregressive-steps 0`), for the same 30
-# minutes: it makes about twice as many updates, each half the work. Both dream from the same held-out starts under
+# `make pretrain` also trains the same model *without* the second term (`--autoregressive-steps 0`), for about the
+# same compute: 5,000 updates, twice as many, each half the work. Both dream from the same held-out starts under
 # the real actions, feeding their predictions back as context (3 Euler steps); the error against the real frames, at
 # every step of DIAMOND's imagination horizon (15) and beyond:
 
@@ -381,6 +381,14 @@ plt.legend(fontsize=8); plt.title("dream error on held-out episodes"); plt.tight
 for name, d in dreams.items():
     steps = [1, min(15, horizon), horizon]
     print(f"{name:>32}: " + ", ".join(f"step {t}: {d['dream_mse'][t - 1]:.5f}" for t in steps))
+
+# %% [markdown]
+# **What this shows, and what it does not.** At the course's budget the model with one term dreams closer to the real
+# game at every step: with a world model this far from converged (its loss still falling fast), twice the updates
+# count for more than training on its own estimates. The second term is built for a model whose one-step errors are
+# already small, where what hurts a long dream is compounding: DIAMOND trains for 400,000 updates, out of reach on a
+# CPU. The course keeps DIAMOND's two terms in every profile, since profiles change budgets, never the algorithm
+# (`docs/results.md`, "What the second term does at the course's budget").
 
 # %% [markdown]
 # **Next:** notebook 03 looks at the sampler on this world model: how many denoising steps a prediction needs, Euler vs

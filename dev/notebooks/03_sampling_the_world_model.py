@@ -43,7 +43,7 @@ print(f"profile: {P}   game: {GAME}")
 
 # %% [markdown]
 # ## 1. A trained world model and held-out episodes
-# We load the model that `make pretrain` trained (30 minutes on a laptop CPU in the course profile). Without it, a
+# We load the model that `make pretrain` trained (2,500 updates, about an hour on one core of a laptop CPU, in the course profile). Without it, a
 # short training run stands in: enough to run the notebook, not to dream well.
 
 # %%
@@ -244,7 +244,7 @@ show_frames([real[4 + t] for t in picks] + [dreams[1][t] for t in picks] + [drea
 
 # %% [markdown]
 # Read the plot with care. Over the first 15 steps, the horizon DIAMOND's agent imagines, both dreams stay close to
-# the real game. Beyond that, our **30-minute course model** drifts when sampled with 3 steps: each step commits to
+# the real game. Beyond that, our **course model** drifts when sampled with 3 steps: each step commits to
 # sharp details, small artefacts in the bricks get fed back as context and grow. With 1 step the model predicts
 # something closer to the conditional mean, which blurs the ball away but keeps the frame stable. DIAMOND's model,
 # trained about 100× longer on data from a competent policy, stays stable at 3 steps over long dreams (paper, §5.1);

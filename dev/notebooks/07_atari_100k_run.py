@@ -157,28 +157,29 @@ ax.set_xlabel("test return"); ax.set_ylabel("episodes"); ax.legend(); plt.show()
 # Beating a random policy can come from a preference alone: in many games some buttons pay more than others whatever
 # is on the screen. The question DIAMOND's paper is about — does an agent trained in a world model use what it sees?
 # — needs a sharper yardstick: the agent's **blind twin**, a policy that draws each action from the agent's own action
-# frequencies, never looking at the frame. New test episodes of the agent (its actions counted), then as many of its
-# twin (`python -m diamond_lite.evaluate RUN --fresh N --blind`):
-
-# %%
-twin = evaluate.fresh_result(out, P.pick(smoke=1, course=20, paper=100), with_random=False, with_blind=True)
-d = evaluate.versus_blind(twin)
-print(evaluate.format_versus_random(twin, d, "blind"))
-top = sorted(twin["action_frequencies"].items(), key=lambda kv: -kv[1])[:4]
-print("the agent's most frequent actions:", ", ".join(f"{name} {p:.0%}" for name, p in top))
-
-# %% [markdown]
-# **What the committed run shows, honestly.** The course run behind these outputs (Krull, seed 0, `docs/agent.md`,
-# session 22) beat the random policy by a clear margin: 2,768 ± 1,179 against 1,914 ± 530 over 20 episodes each, +854
-# with a bootstrap interval of about [+334, +1,462] (over 100 new episodes each: 2,412 ± 740 against 1,705 ± 542, +707
-# [+528, +885]); it took 1 h 25 min on a 2-core CPU with AMX. A second seed (session 23) held the margin: 2,416 ± 565
-# against 1,822 ± 591 over 100 new episodes each, +594 [+436, +750]. What it learned is mostly *which actions pay*: it
-# plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action 60% of the time and a random one
-# otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and their FIRE versions score under 60).
-# DIAMOND's paper run, with 400,000 updates of each model, scores 8,610 on Krull, far above any such preference.
-# Played blind, drawing each action independently from the agent's own frequencies, the same buttons score *more*
-# than the agent (2,747 ± 665 against 2,351 ± 661 over 40 episodes each; `dev/marginal_policy.py`): what the dream
-# taught it about *when* to press them does not carry over to the game yet.
+# frequencies, never looking at the frame. `evaluate` plays new test episodes of the agent (its actions counted), then
+# as many of its twin, and bootstraps the difference:
+#
+# ```bash
+# python -m diamond_lite.evaluate runs/Krull-course --fresh 40 --blind
+# ```
+#
+# On the committed run (seed 0, 40 episodes each; `docs/results.md`, "Does the Krull agent read the frame?") the agent
+# scored 2,351 ± 661 and its blind twin **2,747 ± 665**: a difference of −396, 95% bootstrap interval [−692, −116].
+# A second seed's agent matched its twin (+42 [−270, +374]). This notebook's outputs come from a run trained with one
+# loss term (before the world model learned DIAMOND's second, autoregressive term); a run with both terms has not been
+# measured yet (`docs/results.md`, "The Krull course run with the second term").
+#
+# **What the committed run shows, honestly.** The course run behind these outputs (Krull, seed 0, 2026-12-05;
+# `docs/results.md`, "The course run") beat the random policy by a clear margin: 2,768 ± 1,179 against 1,914 ± 530 over
+# 20 episodes each, +854 with a bootstrap interval of about [+334, +1,462] (over 100 new episodes each: 2,412 ± 740
+# against 1,705 ± 542, +707 [+528, +885]); it took 1 h 25 min on a 2-core CPU with AMX. A second seed held the margin:
+# 2,416 ± 565 against 1,822 ± 591 over 100 new episodes each, +594 [+436, +750]. What it learned is mostly *which
+# actions pay*: it plays UPRIGHTFIRE about half the time, and a policy that picks one rightward action 60% of the time
+# and a random one otherwise already scores 2,100 to 2,900 in the real game (LEFT, DOWNLEFT and their FIRE versions
+# score under 60). DIAMOND's paper run, with 400,000 updates of each model, scores 8,610 on Krull, far above any such
+# preference. The blind twin scoring *more* than the agent says the same from the other side: what the dream taught it
+# about *when* to press the buttons does not carry over to the game yet.
 # Its test returns were highest at epoch 20 (3,483 over 4 episodes) and then drifted down to about 2,800.
 #
 # Why Krull and not the games tried before (`docs/results.md`, "The games tried before Krull"): on Qbert, Seaquest, KungFuMaster and
