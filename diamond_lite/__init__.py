@@ -10,6 +10,7 @@ The course, one module per idea, in the notebooks' order (a student who finished
     06  imagination, actor_critic    the world model as an environment; λ-returns and the actor-critic
     07  config, train                the run's configuration and Algorithm 1, the full loop
     08  player                       playing inside the world model
+    09  upsampler, engine            a neural game engine from recorded play: two stages, the upsampler
 
 Tooling around it: ``component`` and ``optim`` (what the three trained models share), ``speedups`` (bf16 sampling
 copy, torch.compile), ``run_folder`` (checkpoints, resume, the metrics log), ``evaluate`` (scores against the

@@ -137,7 +137,7 @@ def engine_config(profile: str, num_actions: int, *, game: str = COURSE_GAME, si
       with a factor of 5 (32x32 to 160x160 here; 56x30 to 280x150 there), batches of 128 and 32 (DIAMOND's 16 and 4
       times 8 accumulated gradients) and its budget (600 epochs of 400 updates). For a GPU.
     * ``course``: 64x64 frames, dynamics at 32x32 with notebook 02's course U-Net (1.1M parameters), an upsampler of
-      0.32M, 2,000 updates each (about 15 minutes each on one core of a 2-core CPU); the one-stage model at 64x64 gets
+      0.32M, 2,000 updates each (29 and 21 minutes on one core of a 2-core Xeon without bf16); the one-stage model at 64x64 gets
       1,200, which take as long as the two stages' 4,000 together.
     * ``smoke``: toy sizes and a few updates, for CI.
     """
@@ -156,8 +156,8 @@ def engine_config(profile: str, num_actions: int, *, game: str = COURSE_GAME, si
         return WorldModelConfig(num_actions=num_actions, unet=u, sampler=SamplerConfig(num_steps=3))
 
     # Budgets in updates, so that a machine busy with other work trains the same models, only later. The course's take
-    # about 15 minutes each on one core of a 2-core laptop (docs/engine.md); the one-stage model gets as many updates as
-    # fit in the two stages' time together at its cost per update (3.3 times the dynamics', 3.4 times the upsampler's,
+    # 29 and 21 minutes on one core of a 2-core Xeon without bf16 (docs/engine.md); the one-stage model gets as many updates as
+    # fit in the two stages' time together at its cost per update (3.2 times the dynamics', 4.3 times the upsampler's,
     # measured on one core: docs/engine.md): the comparison is at equal training compute.
     updates = p.pick(smoke=(4, 4, 8), course=(2_000, 2_000, 1_200), paper=(240_000, 240_000, 240_000))
     return EngineConfig(
@@ -406,6 +406,7 @@ class EngineRun:
             "upsampler": Upsampler(cfg.upsampler, self.device, game=cfg.game),
             "one_stage": WorldModel(cfg.one_stage, self.device, game=cfg.game),
         }
+        self.folder.check_free_space(list(self.models.values()), cfg.checkpoints_to_keep + 1, 0)
         self.samplers = {stage: SegmentSampler(self.dataset, self.models[stage].segment_length, self.training(stage).batch_size,
                                                sample_weights=None, seed=cfg.seed + k)
                          for k, stage in enumerate(STAGES)}  # fmt: skip  (DIAMOND's static dataset: no recency weights)
@@ -537,14 +538,18 @@ class EngineRun:
         return run
 
     def report(self) -> dict:
-        """Per stage: updates, seconds, seconds per update, batch size, parameters, the last loss and the learning
-        curve (``[[updates, loss], ...]``)."""
+        """Per stage: updates, seconds, seconds per update (their mean, and the median over the log's lines, which a
+        stretch of a busy machine does not move), batch size, parameters, the last loss and the learning curve
+        (``[[updates, loss], ...]``)."""
         events = read_log(self.dir) if (self.dir / "metrics.jsonl").exists() else []
         report = {}
         for stage in self.cfg.stages:
             model, rows = self.models[stage], [e for e in events if e["event"] == f"train_{stage}"]
+            # the median over the log's lines: the pace of the machine when other work leaves it alone
+            median = float(np.median([r["seconds_per_update"] for r in rows])) if rows else None
             report[stage] = {"updates": model.num_updates, "seconds": round(self.seconds[stage], 1),
                              "seconds_per_update": round(self.seconds[stage] / max(1, model.num_updates), 4),
+                             "median_seconds_per_update": median,
                              "batch_size": self.training(stage).batch_size, "parameters": model.num_parameters(),
                              "final_loss": rows[-1]["loss"] if rows else None,
                              "curve": [[r["updates"], round(r["loss"], 6)] for r in rows]}  # fmt: skip
@@ -601,7 +606,9 @@ def plot_curves(report: dict, path: str | Path | None = None):
         x, y = np.array(report[stage]["curve"]).T
         ax.plot(x, y, color="C0")
         ax.set_yscale("log")
-        ax.set_title(f"{stage}: {report[stage]['seconds'] / 60:.0f} min, {report[stage]['updates']:,} updates", fontsize=9)
+        r = report[stage]
+        minutes = r["updates"] * (r.get("median_seconds_per_update") or r["seconds_per_update"]) / 60
+        ax.set_title(f"{stage}: {r['updates']:,} updates, {minutes:.0f} min", fontsize=9)
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("denoising loss")
