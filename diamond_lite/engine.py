@@ -299,6 +299,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _check_context(obs: Tensor, past_act: Tensor, n: int) -> None:
+    """An engine starts from ``n`` frames ``(B, n, C, H, W)`` and the ``n - 1`` actions between them ``(B, n - 1)``."""
+    if obs.shape[1] != n or past_act.shape[1] != n - 1:
+        raise ValueError(f"the engine starts from {n} frames and the {n - 1} actions between them, got "
+                         f"{tuple(obs.shape)} and {tuple(past_act.shape)}")
+
+
 class TwoStageEngine:
     """DIAMOND's CS:GO engine (its ``WorldModelEnv`` with an upsampler): each step, the dynamics predicts the next
     low-resolution frame from the last ``n`` low-resolution frames and actions, and the upsampler draws the
@@ -321,9 +328,7 @@ class TwoStageEngine:
 
     def reset(self, obs: Tensor, past_act: Tensor) -> None:
         obs, past_act = obs.to(self.dynamics.device), past_act.to(self.dynamics.device)
-        if obs.shape[1] != self.n or past_act.shape[1] != self.n - 1:
-            raise ValueError(f"the engine starts from {self.n} frames and the {self.n - 1} actions between them, got "
-                             f"{tuple(obs.shape)} and {tuple(past_act.shape)}")  # fmt: skip
+        _check_context(obs, past_act, self.n)
         self.low_context, self.high_context = downsample(obs, self.factor), obs[:, -self.upsampler.n :]
         self.past_act = past_act
         self.low = self.low_context[:, -1]
@@ -359,9 +364,7 @@ class OneStageEngine:
 
     def reset(self, obs: Tensor, past_act: Tensor) -> None:
         obs, past_act = obs.to(self.world_model.device), past_act.to(self.world_model.device)
-        if obs.shape[1] != self.n or past_act.shape[1] != self.n - 1:
-            raise ValueError(f"the engine starts from {self.n} frames and the {self.n - 1} actions between them, got "
-                             f"{tuple(obs.shape)} and {tuple(past_act.shape)}")  # fmt: skip
+        _check_context(obs, past_act, self.n)
         self.context, self.past_act = obs, past_act
 
     @torch.no_grad()
