@@ -184,6 +184,14 @@ def breakout_play_area(size: int) -> tuple[slice, slice]:
     return slice(round(0.45 * size), round(0.88 * size)), slice(round(0.07 * size), round(0.93 * size))
 
 
+def breakout_wall(size: int) -> tuple[slice, slice]:
+    """Rows and columns of a ``size`` x ``size`` Breakout frame that hold the left half of the wall of bricks (measured
+    on 64x64 frames: the bricks fill rows 17-28 between the side walls): what ``memory_scores`` covers. Half, so that
+    the engine still sees a wall, one with a gap, as the game draws after many bricks are broken."""
+    left, right = round(0.07 * size), round(0.93 * size)
+    return slice(round(0.265 * size), round(0.45 * size)), slice(left, (left + right) // 2)
+
+
 class BallTracker:
     """A scripted Breakout player: it moves the paddle under the ball, serves when no ball is in play, and takes a
     random action on a fraction ``epsilon`` of steps, so that the data shows every action's effect. It keeps the ball
@@ -687,6 +695,42 @@ def dream_scores(engine, obs: Tensor, act: Tensor, *, batch_size: int = 32, seed
     return scores
 
 
+def cover(frames: Tensor, rows: slice, cols: slice) -> Tensor:
+    """``frames`` ``(..., C, H, W)`` with the rectangle ``rows`` x ``cols`` painted black, all else as it was."""
+    out = frames.clone()
+    out[..., rows, cols] = -1
+    return out
+
+
+@torch.no_grad()
+def memory_scores(engine, obs: Tensor, act: Tensor, rows: slice, cols: slice, *, seed: int = 0) -> dict:
+    """What frame stacking forgets (Alonso et al. 2024, the section on limitations: the model sees only its last ``n``
+    frames). On real segments ``obs`` ``(N, n + T, C, H, W)`` the engine dreams ``T`` steps under the real actions twice:
+    from the context as recorded, and from the same context with the rectangle ``rows`` x ``cols`` covered (painted
+    black in all ``n`` frames, as if something had passed in front of it). The real game goes on unchanged. Per
+    context and step ahead: the mean squared error inside the rectangle (``mse_covered``) and outside it
+    (``mse_rest``) against the real frames, and the rectangle's mean brightness (``brightness``: 0 black, 1 white),
+    beside the real frames' (``real_brightness``). An engine with a memory beyond its frames would bring back what was
+    covered; a frame-stacked one cannot tell covered from gone."""
+    n, horizon = engine.n, obs.shape[1] - engine.n
+    inside = torch.zeros(obs.shape[-2:], dtype=torch.bool)
+    inside[rows, cols] = True
+    real = obs[:, n:]
+
+    def brightness(frames: Tensor) -> list[float]:  # (N, T, C, H, W) -> per step
+        return ((frames[..., rows, cols] + 1) / 2).mean((0, 2, 3, 4)).tolist()
+
+    scores = {"real_brightness": brightness(real), "starts": len(obs), "rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]}
+    for name, context in (("recorded", obs[:, :n]), ("covered", cover(obs[:, :n], rows, cols))):
+        engine.generator = torch.Generator(engine.device).manual_seed(seed)
+        engine.reset(context, act[:, : n - 1])
+        dream = torch.stack([engine.step(act[:, n - 1 + t]).cpu() for t in range(horizon)], 1)
+        sq = (dream - real).pow(2).mean(2)  # (N, T, H, W)
+        scores[name] = {"mse_covered": sq[..., inside].mean((0, 2)).tolist(), "mse_rest": sq[..., ~inside].mean((0, 2)).tolist(),
+                        "brightness": brightness(dream)}  # fmt: skip
+    return scores
+
+
 @torch.no_grad()
 def upsampling_scores(upsampler: Upsampler, obs: Tensor, samplers: dict[str, SamplerConfig], *, batch_size: int = 64,
                       seed: int = 0) -> dict:  # fmt: skip
@@ -760,7 +804,8 @@ def engines_of(models: dict, *, seed: int = 0) -> dict:
 def evaluate(models: dict, test: Dataset, profile: str, *, seed: int = 0, progress: bool = True) -> dict:
     """Everything docs/engine.md reports about an engine, on held-out episodes ``test``: quality 1 and 10 steps ahead
     (two-stage, two-stage without churn, dynamics with churn, one-stage), the upsampler alone with and without churn,
-    play speed per stage, and the cost of one denoising step at each resolution."""
+    play speed per stage, the cost of one denoising step at each resolution, and for Breakout what each engine forgets
+    of a wall covered for its four context frames (``memory_scores``)."""
     p = Profile(profile)
     horizon, starts = 10, p.pick(smoke=4, course=96, paper=512)
     dynamics, upsampler = models["dynamics"], models["upsampler"]
@@ -781,7 +826,10 @@ def evaluate(models: dict, test: Dataset, profile: str, *, seed: int = 0, progre
     speed = {name: play_speed(engine, obs, act, frames=p.pick(smoke=3, course=30, paper=100)) for name, engine in base.items()}
     size = obs.shape[-1]  # the dynamics' own U-Net at its resolution and at the full one
     cost = {f"{s}x{s}, batch {b}": denoiser_cost(dynamics, s, b) for s in (size // upsampler.factor, size) for b in (1, 16)}
-    return {"quality": quality, "upsampling": upsampling, "speed": speed, "denoiser_step_seconds": cost,
+    # the memory probe covers part of Breakout's wall; other games have no region chosen for it
+    memory = ({name: memory_scores(engine, obs, act, *breakout_wall(size), seed=seed) for name, engine in base.items()}
+              if dynamics.game == "Breakout" else None)  # fmt: skip
+    return {"quality": quality, "upsampling": upsampling, "speed": speed, "denoiser_step_seconds": cost, "memory": memory,
             "settings": {"horizon": horizon, "starts": starts, "dynamics_sampler": asdict(dynamics.cfg.sampler),
                          "upsampler_sampler": asdict(upsampler.cfg.sampler), "threads": torch.get_num_threads()}}  # fmt: skip
 
@@ -1058,7 +1106,9 @@ def ship(game: str = COURSE_GAME, profile: str = "course", *, work_dir: str | Pa
     """Make the engine checkpoints notebook 09 loads, in one go: record the data (the scripted player, train and
     held-out), train the three models in a run folder (resumable: run it again after a kill), write them in float16 to
     ``data/checkpoints/<game>_engine_<stage>_<profile>.pt``, then load them back and measure them (``evaluate``) into the
-    JSON report beside them. Each part already done is skipped."""
+    JSON report beside them. Each part already done is skipped: with the checkpoints and their report shipped and no
+    run folder, it measures the shipped models again and keeps the report's record of their training (``stages``, and
+    ``trained``: its date and machine). To train anew, delete the checkpoints and the report first."""
     from .atari import make_env
     from .bench import machine
 
@@ -1072,25 +1122,36 @@ def ship(game: str = COURSE_GAME, profile: str = "course", *, work_dir: str | Pa
     cfg = engine_config(p.name, make_env(game).action_space.n, game=game)
     cfg.train_one_stage = True
     run_dir = work_dir / f"{game}-{p.name}"
-    if (run_dir / "config.json").exists():
-        run = EngineRun.resume(run_dir, device, progress=progress)
+    shipped = all(checkpoint_path(game, p.name, stage).exists() for stage in STAGES)
+    old = report_path(game, p.name)
+    if shipped and not (run_dir / "config.json").exists() and old.exists():
+        # the models are shipped and their run folder is gone: measure them again, keep the record of their training
+        previous = json.loads(old.read_text())
+        stages, trained = previous["stages"], {"date": previous["date"], "machine": previous["machine"], **previous.get("trained", {})}
     else:
-        run = EngineRun(cfg, train.directory, run_dir, device, progress=progress)
-    run.run()
-    for stage, model in run.models.items():
-        model.save(checkpoint_path(game, p.name, stage), half=True)  # float16 weights: a few MB each
+        if (run_dir / "config.json").exists():
+            run = EngineRun.resume(run_dir, device, progress=progress)
+        else:
+            run = EngineRun(cfg, train.directory, run_dir, device, progress=progress)
+        run.run()
+        for stage, model in run.models.items():
+            model.save(checkpoint_path(game, p.name, stage), half=True)  # float16 weights: a few MB each
+        stages, trained = run.report(), {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+        plot_curves(stages, run.dir / "curves.png")
     models = load_engine(cfg)
     report = {"game": game, "profile": p.name, "command": f"python -m diamond_lite.engine ship --game {game} --profile {p.name}",
-              "date": time.strftime("%Y-%m-%d"), "machine": machine(), "data": {"policy": "tracker", "train": _data_summary(train),
-              "test": _data_summary(test)}, "stages": run.report(), **evaluate(models, test, p.name, progress=progress)}  # fmt: skip
+              "date": time.strftime("%Y-%m-%d"), "trained": trained,
+              "machine": machine(), "data": {"policy": "tracker", "train": _data_summary(train), "test": _data_summary(test)},
+              "stages": stages, **evaluate(models, test, p.name, progress=progress)}  # fmt: skip
     write_text_atomic(report_path(game, p.name), json.dumps(report, indent=1) + "\n")
-    plot_curves(report["stages"], run.dir / "curves.png")
     return report
 
 
 def _data_summary(dataset: Dataset) -> dict:
     stats = dataset.statistics()
-    return {"directory": str(dataset.directory), "episodes": stats["episodes"], "steps": stats["steps"],
+    directory = Path(dataset.directory).resolve()
+    directory = directory.relative_to(ROOT) if directory.is_relative_to(ROOT) else directory  # the report travels with the repository
+    return {"directory": str(directory), "episodes": stats["episodes"], "steps": stats["steps"],
             "return_mean": round(stats["return_mean"], 2), "episode_length_mean": round(stats["episode_length_mean"], 1)}  # fmt: skip
 
 

@@ -256,6 +256,53 @@ def test_the_measurements(models, data):
     assert (engine.high_frequency_energy(blurred) < engine.high_frequency_energy(obs[:, 0])).all()
 
 
+class CopyLast:
+    """An engine that repeats the last frame of its context: what it forgets is known exactly."""
+
+    n, device, generator, name = 4, torch.device("cpu"), None, "copy-last"
+
+    def reset(self, obs, past_act):
+        self.last = obs[:, -1]
+
+    def step(self, act):
+        return self.last
+
+
+def test_the_memory_probe_covers_the_context_only(data):
+    obs, act = engine.held_out_segments(data[1], 7, 3)
+    rows, cols = engine.breakout_wall(64)
+    wall = obs[:, 4:, :, rows, cols]
+    assert ((wall + 1) / 2).mean() > 0.2  # the region holds bricks: covering it is a change
+    scores = engine.memory_scores(CopyLast(), obs, act, rows, cols)
+    real = obs[:, 4:]
+    inside = torch.zeros(64, 64, dtype=torch.bool)
+    inside[rows, cols] = True
+    as_recorded = (obs[:, 3:4] - real).pow(2).mean(2)  # copying the last real frame
+    assert scores["recorded"]["mse_covered"] == pytest.approx(as_recorded[..., inside].mean((0, 2)).tolist(), abs=1e-6)
+    assert scores["recorded"]["mse_rest"] == pytest.approx(as_recorded[..., ~inside].mean((0, 2)).tolist(), abs=1e-6)
+    # covered: the region stays black for good, the rest of the frame is untouched
+    assert scores["covered"]["brightness"] == pytest.approx([0.0] * 3)
+    assert scores["covered"]["mse_covered"] == pytest.approx((wall + 1).pow(2).mean((0, 2, 3, 4)).tolist(), abs=1e-6)
+    assert scores["covered"]["mse_rest"] == pytest.approx(scores["recorded"]["mse_rest"], abs=1e-6)
+    assert scores["real_brightness"] == pytest.approx(((wall + 1) / 2).mean((0, 2, 3, 4)).tolist(), abs=1e-6)
+    assert torch.equal(obs, engine.held_out_segments(data[1], 7, 3)[0])  # the real frames were not painted over
+
+
+def test_ship_measures_shipped_models_again_and_keeps_their_training_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "CHECKPOINTS", tmp_path / "checkpoints")
+    first = engine.ship("Breakout", "smoke", work_dir=tmp_path / "work", device="cpu", progress=False)
+    assert all(engine.checkpoint_path("Breakout", "smoke", stage).exists() for stage in engine.STAGES)
+    assert first["stages"]["dynamics"]["updates"] == 4 and set(first["memory"]) == {"two-stage", "one-stage"}
+    assert first["data"]["train"]["directory"] == str(tmp_path / "work" / "Breakout" / "train_64")
+    import shutil
+
+    shutil.rmtree(tmp_path / "work" / "Breakout-smoke")  # the run folder is gone; the checkpoints stay
+    again = engine.ship("Breakout", "smoke", work_dir=tmp_path / "work", device="cpu", progress=False)
+    assert again["stages"] == first["stages"] and again["trained"] == first["trained"]
+    assert again["quality"]["one-stage"]["mse"] == pytest.approx(first["quality"]["one-stage"]["mse"])
+    assert not (tmp_path / "work" / "Breakout-smoke").exists()  # nothing was trained
+
+
 def test_load_engine_trains_a_stand_in_without_shipped_checkpoints(data, capsys):
     cfg = engine_config("smoke", 4)  # no smoke checkpoints are shipped
     loaded = engine.load_engine(cfg, data[0], updates=2, stages=("dynamics", "upsampler"))
