@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from .data import Collector, Dataset, SegmentSampler
+from .player import MAX_DENOISING_STEPS, Player
 from .profiles import COURSE_GAME, PROFILES, Profile
 from .run_folder import STATE_FORMAT, RunFolder, read_log, write_text_atomic
 from .sampler import SamplerConfig
@@ -837,10 +838,11 @@ def evaluate(models: dict, test: Dataset, profile: str, *, seed: int = 0, progre
 # -- playing: the player of notebook 08 drives the engine ------------------------------------------------------------
 
 
-class EnginePlayer:
-    """What every control of notebook 08's player widget (``player.player_widget``) does, for an engine: the same
-    environments (``world model`` is the engine; ``real test`` and ``real train`` the game), the same controllers
-    (``human``, or ``policy``: the scripted Breakout player, or any ``policy(frame) -> action``), the same recording.
+class EnginePlayer(Player):
+    """Notebook 08's ``player.Player`` with an engine for its world: the same environments (``world model`` is the
+    engine; ``real test`` and ``real train`` the game), the same controllers (``human``, or ``policy``: the scripted
+    Breakout player, or any ``policy(frame) -> action``), the same recording; only how an imagined step is made
+    differs (one engine step, no reward/end model: the engine only draws).
 
     ``pipeline`` picks the engine the world model runs (``two-stage`` or ``one-stage``); ``num_denoising_steps`` is
     the dynamics' steps and ``upsampling_steps`` the upsampler's, both changeable while playing. ``status()`` shows
@@ -850,12 +852,9 @@ class EnginePlayer:
     def __init__(self, engines: dict, replay: Dataset, game: str, *, policy=None, horizon: int = 200,
                  record_dir: str | Path | None = None, seed: int = 0) -> None:  # fmt: skip
         from .atari import make_env
-        from .player import CONTROLLERS, ENVIRONMENTS
 
-        self.environments, self.controllers = ENVIRONMENTS, CONTROLLERS
         self.engines, self.replay, self.game, self.seed = engines, replay, game, seed
         self.pipeline = next(iter(engines))
-        engine = engines[self.pipeline]
         size = replay[replay.ids[0]].obs.shape[1]
         self.real_envs = {"real test": make_env(game, split="test", seed=seed, size=size),
                           "real train": make_env(game, split="train", seed=seed, size=size)}  # fmt: skip
@@ -866,7 +865,7 @@ class EnginePlayer:
             tracks = {"NOOP", "FIRE", "RIGHT", "LEFT"} <= set(self.action_names)
             policy = BallTracker(self.action_names, epsilon=0.0, seed=seed) if tracks else RandomPolicy(self.real_envs["real test"], seed)
         self.policy = policy
-        self._starts = SegmentSampler(replay, engine.n, 1, sample_weights=None, seed=seed)
+        self._starts = SegmentSampler(replay, self.engine.n, 1, sample_weights=None, seed=seed)
         self.record_dir = Path(record_dir) if record_dir is not None else None
         self.environment, self.controller = "world model", "human"
         self.horizon, self.paused = horizon, False
@@ -886,88 +885,28 @@ class EnginePlayer:
     def upsampling_steps(self) -> int | None:
         return self.engine.upsampler_sampler.num_steps if hasattr(self.engine, "upsampler_sampler") else None
 
-    # -- the game ----------------------------------------------------------------------------------
+    # -- the engine's half of Player.reset and Player.act ------------------------------------------
 
-    def reset(self) -> None:
-        """A new episode in the current environment (the engine starts from ``n`` real frames of the replay)."""
+    def _world_reset(self) -> np.ndarray:
         from .viz import to_image
 
-        if hasattr(self.policy, "reset"):
-            self.policy.reset()
-        if self.environment == "world model":
-            n = self.engine.n
-            while True:
-                segment = self._starts.sample()
-                if segment.mask.all():
-                    break
-            batch = segment.to_torch()
-            self.engine.reset(batch["obs"][:, :n], batch["act"][:, : n - 1])
-            self.frame = segment.obs[0, -1]
-        else:
-            self.frame, _ = self.real_envs[self.environment].reset()
-        self.steps: list[tuple] = []
-        self.t, self.done, self.final_frame = 0, False, None
-        self.episode_return = self.last_reward = 0.0
-        self.frame = to_image(self.frame)
+        n = self.engine.n
+        while True:  # a start wholly inside an episode
+            segment = self._starts.sample()
+            if segment.mask.all():
+                break
+        batch = segment.to_torch()
+        self.engine.reset(batch["obs"][:, :n], batch["act"][:, : n - 1])
+        return to_image(segment.obs[0, -1])
 
-    def act(self, action: int | None = None) -> None:
-        """One step with ``action`` (the policy's when it controls, NOOP for a human who gives none); a finished episode
-        restarts on the next step."""
+    def _world_step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
         from .viz import to_image
 
-        if self.done:
-            self.reset()
-        if action is None:
-            action = self.policy(self.frame) if self.controller == "policy" else 0
-        if not 0 <= int(action) < len(self.action_names):
-            raise ValueError(f"action {action} is not one of {len(self.action_names)} actions {self.action_names}")
-        action = int(action)
-        started = time.perf_counter()
-        if self.environment == "world model":
-            next_frame = to_image(self.engine.step(torch.tensor([action]))[0])
-            reward, end, trunc = 0.0, False, self.t + 1 >= self.horizon  # no reward/end model: the engine only draws
-            self.stage_seconds = dict(self.engine.seconds)
-        else:
-            next_frame, reward, end, trunc, _ = self.real_envs[self.environment].step(action)
-            self.stage_seconds = {}
-        self.step_seconds = time.perf_counter() - started
-        self.steps.append((self.frame, action, reward, end, trunc))
-        self.frame, self.t = next_frame, self.t + 1
-        self.last_reward, self.episode_return = reward, self.episode_return + reward
-        if end or trunc:
-            self.done, self.final_frame = True, next_frame
-            if self.record_dir is not None:
-                self.save_episode()
+        frame = to_image(self.engine.step(torch.tensor([action]))[0])
+        self.stage_seconds = dict(self.engine.seconds)
+        return frame, 0.0, False, self.t + 1 >= self.horizon  # no reward/end model: the engine only draws
 
-    def press(self, action: int) -> bool:
-        """A button or key: a step when the human plays; ignored (False) when the policy does."""
-        if self.controller != "human":
-            return False
-        self.act(action)
-        return True
-
-    def tick(self) -> bool:
-        """The widget's clock: the policy plays one step unless paused or the human is in control."""
-        if self.paused or self.controller != "policy":
-            return False
-        self.act()
-        return True
-
-    def step_once(self) -> None:
-        self.act()
-
-    # -- the controls ------------------------------------------------------------------------------
-
-    def set_environment(self, name: str) -> None:
-        if name not in self.environments:
-            raise ValueError(f"unknown environment {name!r}; accepted: {', '.join(self.environments)}")
-        self.environment = name
-        self.reset()
-
-    def set_controller(self, name: str) -> None:
-        if name not in self.controllers:
-            raise ValueError(f"unknown controller {name!r}; accepted: {', '.join(self.controllers)}")
-        self.controller = name
+    # -- the controls the engine adds --------------------------------------------------------------
 
     def set_pipeline(self, name: str) -> None:
         """Which engine the world model runs (a new episode starts)."""
@@ -977,53 +916,24 @@ class EnginePlayer:
         if self.environment == "world model":
             self.reset()
 
-    def toggle_pause(self) -> None:
-        self.paused = not self.paused
-
-    def change_horizon(self, delta: int) -> None:
-        self.horizon = max(1, self.horizon + delta)
-
     def change_denoising_steps(self, delta: int) -> None:
         """The dynamics' denoising steps (1 to 10), in every engine."""
-        from .player import MAX_DENOISING_STEPS
-
         for engine in self.engines.values():
             steps = min(MAX_DENOISING_STEPS, max(1, engine.dynamics_sampler.num_steps + delta))
             engine.dynamics_sampler = dataclasses.replace(engine.dynamics_sampler, num_steps=steps)
 
     def change_upsampling_steps(self, delta: int) -> None:
         """The upsampler's denoising steps (1 to 10)."""
-        from .player import MAX_DENOISING_STEPS
-
         for engine in self.engines.values():
             if hasattr(engine, "upsampler_sampler"):
                 steps = min(MAX_DENOISING_STEPS, max(1, engine.upsampler_sampler.num_steps + delta))
                 engine.upsampler_sampler = dataclasses.replace(engine.upsampler_sampler, num_steps=steps)
 
-    # -- recording ---------------------------------------------------------------------------------
-
     @property
     def dataset_name(self) -> str:
+        """Recordings go to ``<engine or environment>-<controller>/``, datasets the engine can train on (``--data``)."""
         where = self.pipeline if self.environment == "world model" else self.environment.replace(" ", "_")
         return f"{where}-{self.controller}"
-
-    def episode(self):
-        from .data import Episode
-
-        if not self.steps:
-            raise ValueError("nothing played yet in this episode")
-        return Episode.from_steps(self.steps, final_obs=self.final_frame)
-
-    def save_episode(self, record_dir: str | Path | None = None) -> Path:
-        """Add the current episode to ``<record_dir>/<engine or environment>-<controller>/``, a dataset the engine can
-        train on (``train --data``)."""
-        root = Path(record_dir) if record_dir is not None else self.record_dir
-        if root is None:
-            raise ValueError("no record_dir: give one here or when creating the EnginePlayer")
-        dataset = Dataset(root / self.dataset_name)
-        path = dataset.path(dataset.add(self.episode()))
-        self.saved.append(path)
-        return path
 
     def status(self) -> str:
         where = f"{self.pipeline} engine" if self.environment == "world model" else self.environment

@@ -16,6 +16,7 @@ Here the same happens in JupyterLab. The logic lives in two plain classes that n
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ class Player:
         self.environment, self.controller = "world model", "human"
         self.horizon, self.num_denoising_steps = horizon, num_denoising_steps
         self.paused = False
+        self.step_seconds, self.stage_seconds = 0.0, {}
         self._dream = None
         self.saved: list[Path] = []
         self.reset()
@@ -74,16 +76,30 @@ class Player:
         self._dream.horizon, self._dream.num_denoising_steps = self.horizon, self.num_denoising_steps
         return self._dream
 
-    def reset(self) -> None:
-        """A new episode in the current environment (the world model starts from 4 real frames of the replay)."""
+    def _world_reset(self) -> np.ndarray:
+        """A new imagined episode; its first frame. The world model's half of ``reset``: what a subclass with another
+        world (``engine.EnginePlayer``) replaces, with ``_world_step``."""
         from .viz import to_image
 
-        self.policy.reset()
+        obs, info = self._dream_env().reset()
+        for frame in info["burnin_obs"][0]:  # the policy reads the real frames before the first decision
+            self.policy(to_image(frame))
+        return to_image(obs[0])
+
+    def _world_step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
+        """One imagined step: the next frame, the reward, and whether the episode ended or was cut at the horizon."""
+        from .viz import to_image
+
+        obs, rew, end, trunc, info = self._dream_env().step(torch.tensor([action]))
+        reward, end, trunc = float(rew[0]), bool(end[0]), bool(trunc[0])
+        return (to_image(info["final_obs"][0]) if (end or trunc) else to_image(obs[0])), reward, end, trunc
+
+    def reset(self) -> None:
+        """A new episode in the current environment (the world model starts from 4 real frames of the replay)."""
+        if hasattr(self.policy, "reset"):
+            self.policy.reset()
         if self.environment == "world model":
-            obs, info = self._dream_env().reset()
-            self.frame = to_image(obs[0])
-            for frame in info["burnin_obs"][0]:  # the policy reads the real frames before the first decision
-                self.policy(to_image(frame))
+            self.frame = self._world_reset()
         else:
             self.frame, _ = self.real_envs[self.environment].reset()
         self.steps: list[tuple] = []
@@ -92,9 +108,7 @@ class Player:
 
     def act(self, action: int | None = None) -> None:
         """One step: ``action`` from the human, or the policy's choice when it controls. A finished episode
-        restarts on the next step."""
-        from .viz import to_image
-
+        restarts on the next step. ``step_seconds`` is how long the step took."""
         if self.done:
             self.reset()
         if action is None:
@@ -104,13 +118,12 @@ class Player:
         action = int(action)
         if self.controller == "human":
             self.policy(self.frame)  # keep the policy's memory in step, so taking over mid-episode works
+        started, self.stage_seconds = time.perf_counter(), {}
         if self.environment == "world model":
-            env = self._dream_env()
-            obs, rew, end, trunc, info = env.step(torch.tensor([action]))
-            reward, end, trunc = float(rew[0]), bool(end[0]), bool(trunc[0])
-            next_frame = to_image(info["final_obs"][0]) if (end or trunc) else to_image(obs[0])
+            next_frame, reward, end, trunc = self._world_step(action)
         else:
             next_frame, reward, end, trunc, _ = self.real_envs[self.environment].step(action)
+        self.step_seconds = time.perf_counter() - started
         self.steps.append((self.frame, action, reward, end, trunc))
         self.frame = next_frame
         self.last_reward, self.episode_return, self.t = reward, self.episode_return + reward, self.t + 1
@@ -175,7 +188,7 @@ class Player:
         """Add the current episode to ``<record_dir>/<environment>-<controller>/`` (a ``Dataset``)."""
         root = Path(record_dir) if record_dir is not None else self.record_dir
         if root is None:
-            raise ValueError("no record_dir: give one here or when creating the Player")
+            raise ValueError(f"no record_dir: give one here or when creating the {type(self).__name__}")
         dataset = Dataset(root / self.dataset_name)
         path = dataset.path(dataset.add(self.episode()))
         self.saved.append(path)

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .component import Component
-from .edm import Denoiser, DenoiserConfig, TrainingSigmaConfig
+from .edm import Denoiser, DenoiserConfig
 from .sampler import SamplerConfig, karras_sigmas, sample
 from .unet import FourierFeatures, UNet, UNetConfig, num_groups
+from .world_model import rebuild_diffusion_configs
 
 CHECKPOINT_FORMAT = "diamond_lite.upsampler/1"
 
@@ -83,13 +84,7 @@ class UpsamplerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> UpsamplerConfig:
-        d = dict(d)
-        d["unet"] = UNetConfig(**d["unet"])
-        den = dict(d["denoiser"])
-        den["training_sigma"] = TrainingSigmaConfig(**den["training_sigma"])
-        d["denoiser"] = DenoiserConfig(**den)
-        d["sampler"] = SamplerConfig(**d["sampler"])
-        return cls(**d)
+        return cls(**rebuild_diffusion_configs(d))
 
 
 def downsample(frames: Tensor, factor: int) -> Tensor:

@@ -78,13 +78,19 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> WorldModelConfig:
-        d = dict(d)
-        d["unet"] = UNetConfig(**d["unet"])
-        den = dict(d["denoiser"])
-        den["training_sigma"] = TrainingSigmaConfig(**den["training_sigma"])
-        d["denoiser"] = DenoiserConfig(**den)
-        d["sampler"] = SamplerConfig(**d["sampler"])
-        return cls(**d)
+        return cls(**rebuild_diffusion_configs(d))
+
+
+def rebuild_diffusion_configs(d: dict) -> dict:
+    """A diffusion model's configuration as ``asdict`` wrote it (``WorldModelConfig``, ``upsampler.UpsamplerConfig``),
+    with its nested U-Net, denoiser (and training noise levels) and sampler made dataclasses again."""
+    d = dict(d)
+    d["unet"] = UNetConfig(**d["unet"])
+    denoiser = dict(d["denoiser"])
+    denoiser["training_sigma"] = TrainingSigmaConfig(**denoiser["training_sigma"])
+    d["denoiser"] = DenoiserConfig(**denoiser)
+    d["sampler"] = SamplerConfig(**d["sampler"])
+    return d
 
 
 class FrameStackNet(nn.Module):
