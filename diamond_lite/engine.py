@@ -808,7 +808,7 @@ def evaluate(models: dict, test: Dataset, profile: str, *, seed: int = 0, progre
     play speed per stage, the cost of one denoising step at each resolution, and for Breakout what each engine forgets
     of a wall covered for its four context frames (``memory_scores``)."""
     p = Profile(profile)
-    horizon, starts = 10, p.pick(smoke=4, course=96, paper=512)
+    horizon, starts = p.pick(smoke=3, course=10, paper=10), p.pick(smoke=4, course=96, paper=512)
     dynamics, upsampler = models["dynamics"], models["upsampler"]
     obs, act = held_out_segments(test, dynamics.n + horizon, starts, seed=seed)
     base = engines_of(models, seed=seed)

@@ -3,7 +3,7 @@
 import torch
 
 from diamond_lite.unet import ResBlock, UNetConfig
-from diamond_lite.world_model import FrameStackNet
+from diamond_lite.world_model import FrameStackNet, WorldModel, WorldModelConfig
 
 TINY = UNetConfig(cond_channels=16, depths=[1, 1], channels=[8, 8], attn_depths=[False, True])
 
@@ -33,3 +33,9 @@ def conditioning(b=2):
     """The last 4 frames and actions of a batch: the arguments of ``predict_next``."""
     data = batch(b)
     return data["obs"][:, :4], data["act"][:, :4]
+
+
+def tiny(num_actions=4, **kw):
+    """A world model with the ``TINY`` U-Net, the same weights every time, plain fp32."""
+    torch.manual_seed(0)
+    return WorldModel(WorldModelConfig(num_actions=num_actions, unet=TINY), autocast=False, channels_last=False, **kw)
