@@ -424,6 +424,9 @@ class EngineRun:
                          for k, stage in enumerate(STAGES)}  # fmt: skip  (DIAMOND's static dataset: no recency weights)
         self.seconds = {stage: 0.0 for stage in STAGES}  # training time of each stage, kept across resumes
         self.clock = time.monotonic  # what times the updates (a test replaces it)
+        # A GPU runs an update after the host has queued it, so the host's clock around one update measures the
+        # queueing. There a log line's updates are timed together, once its .item() has waited for all of them.
+        self.time_per_line = self.device.type != "cpu"
         self.line = 0  # lines written to the metrics log
         self._saved_line = -1
         self._last_save = time.monotonic()
@@ -466,26 +469,24 @@ class EngineRun:
             bar = tqdm(total=round(60 * budget.minutes) if timed else budget.max_updates, unit="s" if timed else "update",
                        initial=round(self.seconds[stage]) if timed else model.num_updates, desc=f"train {stage}",
                        disable=not self.progress)  # fmt: skip
-            typical = None  # the running mean of this stage's update times
+            typical = None  # the running mean of one update's time in this stage
             while not self.stage_done(stage) and more():
                 losses, terms, chunk_seconds = [], [], 0.0
+                tick = self.clock()
                 while len(losses) < self.cfg.log_every and not self.stage_done(stage) and more():
-                    tick = self.clock()
                     loss, metrics = model.train_step(self.inputs(stage))
-                    seconds = self.clock() - tick
-                    if typical is not None and seconds > 10 * typical:
-                        # the process was paused mid-update (a closed laptop, a stopped process): the pause is not
-                        # training time, and must not eat the stage's budget
-                        seconds = typical
-                    typical = seconds if typical is None else 0.95 * typical + 0.05 * seconds
-                    self.seconds[stage] += seconds
-                    chunk_seconds += seconds
                     losses.append(loss)
                     terms.append(metrics.get("loss_autoregressive", loss))
                     done_here += 1
-                    bar.update(round(self.seconds[stage]) - bar.n if timed else 1)
+                    if not self.time_per_line:
+                        seconds, typical = self._count_time(stage, self.clock() - tick, 1, typical)
+                        chunk_seconds, tick = chunk_seconds + seconds, self.clock()
+                        bar.update(round(self.seconds[stage]) - bar.n if timed else 1)
                 model.check_finite()
                 mean = torch.stack(losses).mean().item()  # one wait for the device per log line
+                if self.time_per_line:
+                    chunk_seconds, typical = self._count_time(stage, self.clock() - tick, len(losses), typical)
+                    bar.update(round(self.seconds[stage]) - bar.n if timed else len(losses))
                 self.line += 1
                 self.log(f"train_{stage}", updates=model.num_updates, loss=mean, loss_autoregressive=torch.stack(terms).mean().item(),
                          seconds=round(self.seconds[stage], 2), seconds_per_update=round(chunk_seconds / len(losses), 4))  # fmt: skip
@@ -496,6 +497,18 @@ class EngineRun:
         if self._saved_line != self.line:
             self.save_checkpoint()  # stopped by max_updates between two checkpoints: keep what was done
         return self.finished
+
+    def _count_time(self, stage: str, seconds: float, updates: int, typical: float | None) -> tuple[float, float]:
+        """Add ``seconds`` spent on ``updates`` updates to the stage's training time, and return what was added and the
+        new running mean of one update. An update that took over 10 times the running mean was paused in the middle
+        (a closed laptop, a stopped process): the pause is not training time, and must not eat the stage's budget, so
+        it counts as the mean."""
+        per_update = seconds / updates
+        if typical is not None and per_update > 10 * typical:
+            per_update = typical
+        typical = per_update if typical is None else 0.95 * typical + 0.05 * per_update
+        self.seconds[stage] += per_update * updates
+        return per_update * updates, typical
 
     # -- the log, checkpoints and resuming -----------------------------------------------------------
 

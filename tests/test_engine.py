@@ -102,8 +102,10 @@ def test_resumed_training_continues_where_it_stopped(tmp_path, data):
     assert [e["epoch"] for e in events] == [1, 2, 3, 4, 5]
 
 
-def test_a_pause_mid_update_does_not_count_as_training_time(tmp_path, data):
+@pytest.mark.parametrize("per_line", [False, True])  # True: the GPU's way, a log line's updates timed together
+def test_a_pause_mid_update_does_not_count_as_training_time(tmp_path, data, per_line):
     run = EngineRun(engine_config("smoke", 4), data[0].directory, tmp_path / "run", progress=False)
+    run.time_per_line = per_line
     model, calls = run.models["dynamics"], []
     clock = {"now": 0.0, "pause": 0.0}
 
@@ -120,7 +122,9 @@ def test_a_pause_mid_update_does_not_count_as_training_time(tmp_path, data):
 
     run.clock, model.train_step = fake_clock, paused_once
     run.run(max_updates=4)
-    assert model.num_updates == 4 and run.seconds["dynamics"] == pytest.approx(0.4)
+    # one update per reading: 4 x 0.1 s; per log line of 2 updates (smoke): one reading each, 2 x 0.1 s; the pause,
+    # in the third update (the second line), counted as the mean either way
+    assert model.num_updates == 4 and run.seconds["dynamics"] == pytest.approx(0.2 if per_line else 0.4)
 
 
 # -- bad input --------------------------------------------------------------------------------------------------------
