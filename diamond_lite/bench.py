@@ -119,7 +119,7 @@ def convolution_seconds(model: WorldModel, batch: dict, device: torch.device, re
             hook.remove()
     # An input that needed a gradient (all but the frames') makes the backward pass compute one for it too.
     calls = [(m, torch.randn_like(x).requires_grad_(needs_grad)) for m, x, needs_grad in seen]
-    del seen
+    seen.clear()  # the recorded inputs are no longer needed
 
     def run() -> None:
         for m, x in calls:
