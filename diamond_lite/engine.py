@@ -717,7 +717,7 @@ def cover(frames: Tensor, rows: slice, cols: slice) -> Tensor:
 
 
 @torch.no_grad()
-def memory_scores(engine, obs: Tensor, act: Tensor, rows: slice, cols: slice, *, seed: int = 0) -> dict:
+def memory_scores(engine, obs: Tensor, act: Tensor, rows: slice, cols: slice, *, batch_size: int = 128, seed: int = 0) -> dict:
     """What frame stacking forgets (Alonso et al. 2024, the section on limitations: the model sees only its last ``n``
     frames). On real segments ``obs`` ``(N, n + T, C, H, W)`` the engine dreams ``T`` steps under the real actions twice:
     from the context as recorded, and from the same context with the rectangle ``rows`` x ``cols`` covered (painted
@@ -725,23 +725,30 @@ def memory_scores(engine, obs: Tensor, act: Tensor, rows: slice, cols: slice, *,
     context and step ahead: the mean squared error inside the rectangle (``mse_covered``) and outside it
     (``mse_rest``) against the real frames, and the rectangle's mean brightness (``brightness``: 0 black, 1 white),
     beside the real frames' (``real_brightness``). An engine with a memory beyond its frames would bring back what was
-    covered; a frame-stacked one cannot tell covered from gone."""
+    covered; a frame-stacked one cannot tell covered from gone. Dreams run ``batch_size`` starts at a time (the
+    course's in one batch; the paper's sizes need several on a GPU)."""
     n, horizon = engine.n, obs.shape[1] - engine.n
     inside = torch.zeros(obs.shape[-2:], dtype=torch.bool)
     inside[rows, cols] = True
-    real = obs[:, n:]
 
-    def brightness(frames: Tensor) -> list[float]:  # (N, T, C, H, W) -> per step
-        return ((frames[..., rows, cols] + 1) / 2).mean((0, 2, 3, 4)).tolist()
+    def brightness(frames: Tensor) -> Tensor:  # (B, T, C, H, W) -> per step, summed over the batch
+        return ((frames[..., rows, cols] + 1) / 2).mean((2, 3, 4)).sum(0)
 
-    scores = {"real_brightness": brightness(real), "starts": len(obs), "rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]}
-    for name, context in (("recorded", obs[:, :n]), ("covered", cover(obs[:, :n], rows, cols))):
+    scores = {"real_brightness": (brightness(obs[:, n:]) / len(obs)).tolist(), "starts": len(obs),
+              "rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]}  # fmt: skip
+    for name in ("recorded", "covered"):
+        sq_inside, sq_rest, light = torch.zeros(horizon), torch.zeros(horizon), torch.zeros(horizon)
         engine.generator = torch.Generator(engine.device).manual_seed(seed)
-        engine.reset(context, act[:, : n - 1])
-        dream = torch.stack([engine.step(act[:, n - 1 + t]).cpu() for t in range(horizon)], 1)
-        sq = (dream - real).pow(2).mean(2)  # (N, T, H, W)
-        scores[name] = {"mse_covered": sq[..., inside].mean((0, 2)).tolist(), "mse_rest": sq[..., ~inside].mean((0, 2)).tolist(),
-                        "brightness": brightness(dream)}  # fmt: skip
+        for i in range(0, len(obs), batch_size):
+            o, a = obs[i : i + batch_size], act[i : i + batch_size]
+            engine.reset(cover(o[:, :n], rows, cols) if name == "covered" else o[:, :n], a[:, : n - 1])
+            dream = torch.stack([engine.step(a[:, n - 1 + t]).cpu() for t in range(horizon)], 1)
+            sq = (dream - o[:, n:]).pow(2).mean(2)  # (B, T, H, W)
+            sq_inside += sq[..., inside].mean(2).sum(0)
+            sq_rest += sq[..., ~inside].mean(2).sum(0)
+            light += brightness(dream)
+        scores[name] = {"mse_covered": (sq_inside / len(obs)).tolist(), "mse_rest": (sq_rest / len(obs)).tolist(),
+                        "brightness": (light / len(obs)).tolist()}  # fmt: skip
     return scores
 
 
@@ -864,14 +871,8 @@ class EnginePlayer(Player):
 
     def __init__(self, engines: dict, replay: Dataset, game: str, *, policy=None, horizon: int = 200,
                  record_dir: str | Path | None = None, seed: int = 0) -> None:  # fmt: skip
-        from .atari import make_env
-
-        self.engines, self.replay, self.game, self.seed = engines, replay, game, seed
-        self.pipeline = next(iter(engines))
-        size = replay[replay.ids[0]].obs.shape[1]
-        self.real_envs = {"real test": make_env(game, split="test", seed=seed, size=size),
-                          "real train": make_env(game, split="train", seed=seed, size=size)}  # fmt: skip
-        self.action_names: list[str] = self.real_envs["real test"].action_names
+        self.engines, self.pipeline = engines, next(iter(engines))
+        self._set_up(replay, game, horizon=horizon, record_dir=record_dir, seed=seed, size=replay[replay.ids[0]].obs.shape[1])
         if policy is None:  # the scripted player, without its random actions; a random one in other games
             from .actor_critic import RandomPolicy
 
@@ -879,11 +880,7 @@ class EnginePlayer(Player):
             policy = BallTracker(self.action_names, epsilon=0.0, seed=seed) if tracks else RandomPolicy(self.real_envs["real test"], seed)
         self.policy = policy
         self._starts = SegmentSampler(replay, self.engine.n, 1, sample_weights=None, seed=seed)
-        self.record_dir = Path(record_dir) if record_dir is not None else None
-        self.environment, self.controller = "world model", "human"
-        self.horizon, self.paused = horizon, False
-        self.saved: list[Path] = []
-        self.step_seconds, self.stage_seconds = 0.0, {}
+        self.stage_seconds = {}  # each stage's share of the last imagined step
         self.reset()
 
     @property
@@ -952,7 +949,8 @@ class EnginePlayer(Player):
         where = f"{self.pipeline} engine" if self.environment == "world model" else self.environment
         speed = ""
         if self.step_seconds > 0:
-            parts = " + ".join(f"{stage} {1000 * s:.0f} ms" for stage, s in self.stage_seconds.items())
+            shares = self.stage_seconds.items() if self.environment == "world model" else ()
+            parts = " + ".join(f"{stage} {1000 * s:.0f} ms" for stage, s in shares)
             speed = f" · {1 / self.step_seconds:.1f} FPS" + (f" ({parts})" if parts else "")
         steps = ""
         if self.environment == "world model":

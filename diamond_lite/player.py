@@ -47,21 +47,28 @@ class Player:
         seed: int = 0,
     ) -> None:
         from .actor_critic import Policy
+
+        self.world_model, self.rew_end_model, self.agent = world_model, rew_end_model, agent
+        self._set_up(replay, game, horizon=horizon, record_dir=record_dir, seed=seed)
+        self.policy = Policy(agent, epsilon=0.0, seed=seed)
+        self.num_denoising_steps = num_denoising_steps
+        self._dream = None
+        self.reset()
+
+    def _set_up(self, replay: Dataset, game: str, *, horizon: int, record_dir: str | Path | None, seed: int, size: int = 64) -> None:
+        """What every player holds whatever its world: the real game (test and train splits, frames of ``size``),
+        the controls' state and the recordings. A subclass (``engine.EnginePlayer``) calls it too."""
         from .atari import make_env
 
-        self.world_model, self.rew_end_model, self.agent, self.replay, self.game = world_model, rew_end_model, agent, replay, game
-        self.seed = seed
+        self.replay, self.game, self.seed = replay, game, seed
         self.record_dir = Path(record_dir) if record_dir is not None else None
-        self.real_envs = {"real test": make_env(game, split="test", seed=seed), "real train": make_env(game, split="train", seed=seed)}
+        self.real_envs = {"real test": make_env(game, split="test", seed=seed, size=size),
+                          "real train": make_env(game, split="train", seed=seed, size=size)}  # fmt: skip
         self.action_names: list[str] = self.real_envs["real test"].action_names
-        self.policy = Policy(agent, epsilon=0.0, seed=seed)
         self.environment, self.controller = "world model", "human"
-        self.horizon, self.num_denoising_steps = horizon, num_denoising_steps
-        self.paused = False
-        self.step_seconds, self.stage_seconds = 0.0, {}
-        self._dream = None
+        self.horizon, self.paused = horizon, False
+        self.step_seconds = 0.0
         self.saved: list[Path] = []
-        self.reset()
 
     # -- the game ----------------------------------------------------------------------------------
 
@@ -118,7 +125,7 @@ class Player:
         action = int(action)
         if self.controller == "human":
             self.policy(self.frame)  # keep the policy's memory in step, so taking over mid-episode works
-        started, self.stage_seconds = time.perf_counter(), {}
+        started = time.perf_counter()
         if self.environment == "world model":
             next_frame, reward, end, trunc = self._world_step(action)
         else:

@@ -277,7 +277,7 @@ def test_the_memory_probe_covers_the_context_only(data):
     rows, cols = engine.breakout_wall(64)
     wall = obs[:, 4:, :, rows, cols]
     assert ((wall + 1) / 2).mean() > 0.2  # the region holds bricks: covering it is a change
-    scores = engine.memory_scores(CopyLast(), obs, act, rows, cols)
+    scores = engine.memory_scores(CopyLast(), obs, act, rows, cols, batch_size=2)  # two batches: 2 starts, then 1
     real = obs[:, 4:]
     inside = torch.zeros(64, 64, dtype=torch.bool)
     inside[rows, cols] = True
